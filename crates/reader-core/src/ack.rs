@@ -1,0 +1,372 @@
+//! At-least-once bookkeeping: which delivered positions were acknowledged, and which of
+//! them may be committed.
+//!
+//! In [`CommitOrder::Contiguous`] mode (Kafka, MongoDB) a position becomes committable only
+//! when it and every position delivered before it *in the same lane* were acknowledged: the
+//! committed position is the highest contiguous acknowledged one. In
+//! [`CommitOrder::Individual`] mode (Redis Streams, whose pending entries list tracks each
+//! entry on its own) every acknowledged position is committable at once.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use crate::position::{Lane, Position};
+
+/// How a backend wants acknowledged positions handed to [`Reader::commit`](crate::Reader::commit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CommitOrder {
+    /// Only the contiguous acknowledged prefix of each lane, in delivery order.
+    #[default]
+    Contiguous,
+    /// Each acknowledged position, as soon as it is acknowledged.
+    Individual,
+}
+
+/// Identifies one delivery inside the tracker.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AckToken {
+    epoch: u64,
+    lane: usize,
+    seq: u64,
+}
+
+#[derive(Debug)]
+struct LaneQueue {
+    lane: Lane,
+    /// Sequence number of `entries[0]`.
+    base: u64,
+    entries: VecDeque<(Position, bool)>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    epoch: u64,
+    lanes: Vec<LaneQueue>,
+    index: HashMap<Lane, usize>,
+    /// Individual mode: delivered and not yet acknowledged, per token key.
+    individual: HashMap<(usize, u64), Position>,
+    next_individual: u64,
+    ready: Vec<Position>,
+    /// Deliveries registered and not yet acknowledged (both modes).
+    unacked: usize,
+    /// Entries held by the tracker (Contiguous: queued, acknowledged or not).
+    held: usize,
+}
+
+/// Shared between the reader's tasks and every [`Delivery`](crate::Delivery).
+#[derive(Debug)]
+pub(crate) struct AckState {
+    order: CommitOrder,
+    inner: Mutex<Inner>,
+    /// Woken when something became committable.
+    pub(crate) ready_notify: Notify,
+    /// Woken when the window shrank (an ack arrived or lanes were reset).
+    pub(crate) window_notify: Notify,
+}
+
+impl AckState {
+    pub(crate) fn new(order: CommitOrder) -> Arc<Self> {
+        Arc::new(Self {
+            order,
+            inner: Mutex::new(Inner::default()),
+            ready_notify: Notify::new(),
+            window_notify: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave the bookkeeping half-written in a
+        // way that matters more than losing the reader, so poisoning is ignored.
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Register a batch of delivered positions, in delivery order.
+    pub(crate) fn register(&self, positions: &[&Position]) -> Vec<Option<AckToken>> {
+        let mut g = self.lock();
+        let epoch = g.epoch;
+        let mut out = Vec::with_capacity(positions.len());
+        for pos in positions {
+            if !pos.is_durable() {
+                out.push(None);
+                continue;
+            }
+            g.unacked += 1;
+            match self.order {
+                CommitOrder::Individual => {
+                    let seq = g.next_individual;
+                    g.next_individual += 1;
+                    g.individual.insert((0, seq), (*pos).clone());
+                    g.held += 1;
+                    out.push(Some(AckToken {
+                        epoch,
+                        lane: 0,
+                        seq,
+                    }));
+                }
+                CommitOrder::Contiguous => {
+                    let lane = pos.lane();
+                    let idx = if let Some(i) = g.index.get(&lane) {
+                        *i
+                    } else {
+                        let i = g.lanes.len();
+                        g.lanes.push(LaneQueue {
+                            lane: lane.clone(),
+                            base: 0,
+                            entries: VecDeque::new(),
+                        });
+                        g.index.insert(lane, i);
+                        i
+                    };
+                    let q = &mut g.lanes[idx];
+                    let seq = q.base + q.entries.len() as u64;
+                    q.entries.push_back(((*pos).clone(), false));
+                    g.held += 1;
+                    out.push(Some(AckToken {
+                        epoch,
+                        lane: idx,
+                        seq,
+                    }));
+                }
+            }
+        }
+        out
+    }
+
+    /// Acknowledge one delivery. Returns whether it counted (not stale, not twice).
+    pub(crate) fn ack(&self, token: AckToken) -> bool {
+        let mut g = self.lock();
+        let counted = match self.order {
+            CommitOrder::Individual => {
+                // Redis keeps each entry pending on the server until XACK, across sessions,
+                // so an acknowledgement from an older session is still worth committing.
+                if let Some(pos) = g.individual.remove(&(0, token.seq)) {
+                    g.ready.push(pos);
+                    g.held -= 1;
+                    true
+                } else {
+                    false
+                }
+            }
+            CommitOrder::Contiguous => {
+                if token.epoch != g.epoch {
+                    // The session that delivered it is gone and the new one re-delivers
+                    // everything after the last commit: nothing to do.
+                    return false;
+                }
+                let inner = &mut *g;
+                let Some(q) = inner.lanes.get_mut(token.lane) else {
+                    return false;
+                };
+                let Some(i) = token.seq.checked_sub(q.base) else {
+                    return false;
+                };
+                let Ok(i) = usize::try_from(i) else {
+                    return false;
+                };
+                match q.entries.get_mut(i) {
+                    Some(entry) if !entry.1 => entry.1 = true,
+                    _ => return false,
+                }
+                let mut last = None;
+                while let Some((_, true)) = q.entries.front() {
+                    if let Some((pos, _)) = q.entries.pop_front() {
+                        last = Some(pos);
+                    }
+                    q.base += 1;
+                    inner.held -= 1;
+                }
+                if let Some(pos) = last {
+                    // Only the newest contiguous position of the lane matters: replace an
+                    // older ready one of the same lane instead of growing the list.
+                    let lane = &q.lane;
+                    if let Some(slot) = inner.ready.iter_mut().find(|p| &p.lane() == lane) {
+                        *slot = pos;
+                    } else {
+                        inner.ready.push(pos);
+                    }
+                }
+                true
+            }
+        };
+        if counted {
+            g.unacked -= 1;
+            let has_ready = !g.ready.is_empty();
+            drop(g);
+            if has_ready {
+                self.ready_notify.notify_one();
+            }
+            self.window_notify.notify_waiters();
+        }
+        counted
+    }
+
+    /// A position reached while idle (MongoDB's post-batch resume token): committable
+    /// at once when nothing of its lane is in flight.
+    pub(crate) fn advance_idle(&self, pos: Position) {
+        let mut g = self.lock();
+        let lane = pos.lane();
+        let busy = match self.order {
+            CommitOrder::Individual => false,
+            CommitOrder::Contiguous => g
+                .index
+                .get(&lane)
+                .is_some_and(|i| !g.lanes[*i].entries.is_empty()),
+        };
+        if busy {
+            return;
+        }
+        if let Some(slot) = g.ready.iter_mut().find(|p| p.lane() == lane) {
+            *slot = pos;
+        } else {
+            g.ready.push(pos);
+        }
+        drop(g);
+        self.ready_notify.notify_one();
+    }
+
+    /// Take what is committable now.
+    pub(crate) fn take_ready(&self) -> Vec<Position> {
+        std::mem::take(&mut self.lock().ready)
+    }
+
+    /// Put back positions whose commit failed, in front of newer ones.
+    pub(crate) fn requeue(&self, mut positions: Vec<Position>) {
+        let mut g = self.lock();
+        if self.order == CommitOrder::Contiguous {
+            // A newer ready position of the same lane supersedes the failed one.
+            positions.retain(|p| !g.ready.iter().any(|r| r.lane() == p.lane()));
+        }
+        positions.append(&mut g.ready);
+        g.ready = positions;
+    }
+
+    /// Whether anything is waiting to be committed.
+    pub(crate) fn has_ready(&self) -> bool {
+        !self.lock().ready.is_empty()
+    }
+
+    /// A new session starts. In Contiguous mode the deliveries of the old session are
+    /// forgotten (the new session re-delivers everything after the last commit).
+    pub(crate) fn new_epoch(&self) {
+        let mut g = self.lock();
+        if self.order == CommitOrder::Contiguous {
+            g.epoch += 1;
+            g.lanes.clear();
+            g.index.clear();
+            g.unacked = 0;
+            g.held = 0;
+        }
+        drop(g);
+        self.window_notify.notify_waiters();
+    }
+
+    /// How many deliveries were not acknowledged yet.
+    pub(crate) fn unacked(&self) -> usize {
+        self.lock().unacked
+    }
+
+    /// How many positions the tracker holds (the unacknowledged window).
+    pub(crate) fn held(&self) -> usize {
+        self.lock().held
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(partition: i32, offset: i64) -> Position {
+        Position::Partition {
+            topic: "t".into(),
+            partition,
+            offset,
+        }
+    }
+
+    #[test]
+    fn out_of_order_acks_commit_only_the_contiguous_prefix() {
+        let s = AckState::new(CommitOrder::Contiguous);
+        let ps: Vec<Position> = (0..5).map(|o| p(0, o)).collect();
+        let refs: Vec<&Position> = ps.iter().collect();
+        let t: Vec<AckToken> = s.register(&refs).into_iter().flatten().collect();
+        assert!(s.ack(t[2]));
+        assert!(s.ack(t[1]));
+        assert!(s.take_ready().is_empty(), "offset 0 is not acked yet");
+        assert!(s.ack(t[0]));
+        assert_eq!(s.take_ready(), vec![p(0, 2)], "highest contiguous only");
+        assert!(s.ack(t[4]));
+        assert!(s.take_ready().is_empty());
+        assert!(!s.ack(t[4]), "a second ack does not count");
+        assert_eq!(s.unacked(), 1);
+        assert!(s.ack(t[3]));
+        assert_eq!(s.take_ready(), vec![p(0, 4)]);
+        assert_eq!(s.held(), 0);
+    }
+
+    #[test]
+    fn lanes_are_independent() {
+        let s = AckState::new(CommitOrder::Contiguous);
+        let ps = [p(0, 0), p(1, 0), p(0, 1)];
+        let refs: Vec<&Position> = ps.iter().collect();
+        let t: Vec<AckToken> = s.register(&refs).into_iter().flatten().collect();
+        s.ack(t[1]);
+        s.ack(t[2]);
+        assert_eq!(s.take_ready(), vec![p(1, 0)]);
+    }
+
+    #[test]
+    fn stale_epoch_acks_are_ignored_in_contiguous_mode() {
+        let s = AckState::new(CommitOrder::Contiguous);
+        let ps = [p(0, 0)];
+        let t = s.register(&[&ps[0]])[0].unwrap();
+        s.new_epoch();
+        assert!(!s.ack(t));
+        assert!(s.take_ready().is_empty());
+    }
+
+    #[test]
+    fn individual_mode_commits_each_ack_even_across_sessions() {
+        let s = AckState::new(CommitOrder::Individual);
+        let ps = [p(0, 0), p(0, 1)];
+        let t: Vec<AckToken> = s.register(&[&ps[0], &ps[1]]).into_iter().flatten().collect();
+        s.new_epoch();
+        assert!(s.ack(t[1]));
+        assert_eq!(s.take_ready(), vec![p(0, 1)]);
+        assert_eq!(s.unacked(), 1);
+    }
+
+    #[test]
+    fn requeue_keeps_order_and_newer_wins() {
+        let s = AckState::new(CommitOrder::Contiguous);
+        let ps: Vec<Position> = (0..3).map(|o| p(0, o)).collect();
+        let t: Vec<AckToken> = s
+            .register(&ps.iter().collect::<Vec<_>>())
+            .into_iter()
+            .flatten()
+            .collect();
+        s.ack(t[0]);
+        let failed = s.take_ready();
+        s.ack(t[1]);
+        s.requeue(failed);
+        assert_eq!(s.take_ready(), vec![p(0, 1)]);
+    }
+
+    #[test]
+    fn idle_position_waits_for_in_flight_deliveries() {
+        let s = AckState::new(CommitOrder::Contiguous);
+        let tok = |n: u8| Position::ResumeToken {
+            token: bytes::Bytes::from(vec![n]),
+            cluster_time: None,
+        };
+        let first = tok(1);
+        let t = s.register(&[&first])[0].unwrap();
+        s.advance_idle(tok(2));
+        assert!(s.take_ready().is_empty(), "in flight: idle token must wait");
+        s.ack(t);
+        assert_eq!(s.take_ready(), vec![tok(1)]);
+        s.advance_idle(tok(3));
+        assert_eq!(s.take_ready(), vec![tok(3)]);
+    }
+}

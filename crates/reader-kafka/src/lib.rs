@@ -1,0 +1,2 @@
+//! (being built)
+#![forbid(unsafe_code)]

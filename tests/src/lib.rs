@@ -1,0 +1,2 @@
+//! Integration test support.
+#![forbid(unsafe_code)]
