@@ -79,7 +79,9 @@ impl AckState {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding this lock cannot leave the bookkeeping half-written in a
         // way that matters more than losing the reader, so poisoning is ignored.
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Register a batch of delivered positions, in delivery order.
@@ -330,7 +332,11 @@ mod tests {
     fn individual_mode_commits_each_ack_even_across_sessions() {
         let s = AckState::new(CommitOrder::Individual);
         let ps = [p(0, 0), p(0, 1)];
-        let t: Vec<AckToken> = s.register(&[&ps[0], &ps[1]]).into_iter().flatten().collect();
+        let t: Vec<AckToken> = s
+            .register(&[&ps[0], &ps[1]])
+            .into_iter()
+            .flatten()
+            .collect();
         s.new_epoch();
         assert!(s.ack(t[1]));
         assert_eq!(s.take_ready(), vec![p(0, 1)]);

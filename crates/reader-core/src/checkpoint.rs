@@ -1,11 +1,11 @@
 //! Durable progress outside the source: where MongoDB resume tokens (and Kafka offsets
 //! without a group) are kept between processes.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::collections::HashMap;
 
 use async_trait::async_trait;
 
@@ -46,12 +46,18 @@ impl MemoryCheckpointStore {
 #[async_trait]
 impl CheckpointStore for MemoryCheckpointStore {
     async fn load(&self, source: &str) -> Result<Option<Checkpoint>, ReadError> {
-        let map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok(map.get(source).cloned())
     }
 
     async fn save(&self, source: &str, checkpoint: &Checkpoint) -> Result<(), ReadError> {
-        let mut map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.insert(source.to_owned(), checkpoint.clone());
         Ok(())
     }
@@ -76,7 +82,13 @@ impl FileCheckpointStore {
     pub fn path_of(&self, source: &str) -> PathBuf {
         let safe: String = source
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         self.dir.join(format!("{safe}.checkpoint.json"))
     }
@@ -121,14 +133,21 @@ impl CheckpointStore for FileCheckpointStore {
         let path = self.path_of(source);
         let dir = self.dir.clone();
         let bytes = serde_json::to_vec(checkpoint).map_err(|e| {
-            ReadError::permanent(ErrorKind::Checkpoint, format!("cannot encode checkpoint: {e}"))
+            ReadError::permanent(
+                ErrorKind::Checkpoint,
+                format!("cannot encode checkpoint: {e}"),
+            )
         })?;
         tokio::task::spawn_blocking(move || -> Result<(), ReadError> {
-            std::fs::create_dir_all(&dir).map_err(|e| io_error("cannot create the directory of", &path, &e))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| io_error("cannot create the directory of", &path, &e))?;
             let tmp = path.with_extension("json.tmp");
-            let mut f = std::fs::File::create(&tmp).map_err(|e| io_error("cannot create", &tmp, &e))?;
-            f.write_all(&bytes).map_err(|e| io_error("cannot write", &tmp, &e))?;
-            f.sync_all().map_err(|e| io_error("cannot sync", &tmp, &e))?;
+            let mut f =
+                std::fs::File::create(&tmp).map_err(|e| io_error("cannot create", &tmp, &e))?;
+            f.write_all(&bytes)
+                .map_err(|e| io_error("cannot write", &tmp, &e))?;
+            f.sync_all()
+                .map_err(|e| io_error("cannot sync", &tmp, &e))?;
             drop(f);
             std::fs::rename(&tmp, &path).map_err(|e| io_error("cannot rename over", &path, &e))?;
             if let Ok(d) = std::fs::File::open(&dir) {
@@ -137,7 +156,12 @@ impl CheckpointStore for FileCheckpointStore {
             Ok(())
         })
         .await
-        .map_err(|e| ReadError::transient(ErrorKind::Checkpoint, format!("checkpoint writer task failed: {e}")))?
+        .map_err(|e| {
+            ReadError::transient(
+                ErrorKind::Checkpoint,
+                format!("checkpoint writer task failed: {e}"),
+            )
+        })?
     }
 }
 

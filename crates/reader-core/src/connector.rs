@@ -46,7 +46,11 @@ pub trait Connector: Send + Sync + 'static {
     /// (Redis pending entries, Kafka committed offsets) may ignore it.
     ///
     /// Must not retry: return a classified error and let the Reconnector decide.
-    async fn connect(&self, ctx: &SessionContext, from: &Checkpoint) -> Result<Self::Reader, ReadError>;
+    async fn connect(
+        &self,
+        ctx: &SessionContext,
+        from: &Checkpoint,
+    ) -> Result<Self::Reader, ReadError>;
 }
 
 /// One live session. Never reconnects by itself. All methods take `&self` so the reader
@@ -112,7 +116,11 @@ trait DynConnector: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
     fn commit_order(&self) -> CommitOrder;
     fn describe(&self) -> String;
-    async fn connect_boxed(&self, ctx: &SessionContext, from: &Checkpoint) -> Result<BoxReader, ReadError>;
+    async fn connect_boxed(
+        &self,
+        ctx: &SessionContext,
+        from: &Checkpoint,
+    ) -> Result<BoxReader, ReadError>;
 }
 
 #[async_trait]
@@ -126,7 +134,11 @@ impl<C: Connector> DynConnector for C {
     fn describe(&self) -> String {
         Connector::describe(self)
     }
-    async fn connect_boxed(&self, ctx: &SessionContext, from: &Checkpoint) -> Result<BoxReader, ReadError> {
+    async fn connect_boxed(
+        &self,
+        ctx: &SessionContext,
+        from: &Checkpoint,
+    ) -> Result<BoxReader, ReadError> {
         let r = self.connect(ctx, from).await?;
         Ok(Box::new(r))
     }
@@ -144,7 +156,9 @@ impl BoxConnector {
 
 impl std::fmt::Debug for BoxConnector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("BoxConnector").field(&self.0.describe()).finish()
+        f.debug_tuple("BoxConnector")
+            .field(&self.0.describe())
+            .finish()
     }
 }
 
@@ -160,7 +174,11 @@ impl Connector for BoxConnector {
     fn describe(&self) -> String {
         self.0.describe()
     }
-    async fn connect(&self, ctx: &SessionContext, from: &Checkpoint) -> Result<BoxReader, ReadError> {
+    async fn connect(
+        &self,
+        ctx: &SessionContext,
+        from: &Checkpoint,
+    ) -> Result<BoxReader, ReadError> {
         self.0.connect_boxed(ctx, from).await
     }
 }

@@ -242,7 +242,13 @@ impl fmt::Display for ReadError {
         if let Some(name) = &self.source_name {
             write!(f, "[{name}] ")?;
         }
-        write!(f, "{} {} error: {}", self.class, self.kind.as_str(), self.message)?;
+        write!(
+            f,
+            "{} {} error: {}",
+            self.class,
+            self.kind.as_str(),
+            self.message
+        )?;
         if let Some(cause) = &self.cause {
             write!(f, ": {cause}")?;
         }

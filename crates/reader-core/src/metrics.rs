@@ -63,7 +63,10 @@ pub const ALL: &[&str] = &[
 /// The `source` and `backend` labels of a reader, for backends' own gauges.
 #[must_use]
 pub fn labels(source: &str, backend: &'static str) -> [(&'static str, String); 2] {
-    [("source", source.to_owned()), ("backend", backend.to_owned())]
+    [
+        ("source", source.to_owned()),
+        ("backend", backend.to_owned()),
+    ]
 }
 
 /// Handles resolved once per reader.

@@ -131,7 +131,9 @@ impl<C: Connector> DataReaderBuilder<C> {
             return Err(ReadError::config("option `buffer` must be at least 1"));
         }
         if c.fetch_max == 0 || c.fetch_min == 0 || c.fetch_min > c.fetch_max {
-            return Err(ReadError::config("options `fetch_min`/`fetch_max` must satisfy 1 <= fetch_min <= fetch_max"));
+            return Err(ReadError::config(
+                "options `fetch_min`/`fetch_max` must satisfy 1 <= fetch_min <= fetch_max",
+            ));
         }
         if c.max_unacked == 0 {
             return Err(ReadError::config("option `max_unacked` must be at least 1"));
@@ -287,8 +289,16 @@ impl<C: Connector> DataReader<C> {
                     .abort_handle(),
             );
         }
-        aborts.push(sh.tasks.spawn(run_reader(sh.clone(), tx, run.clone())).abort_handle());
-        aborts.push(sh.tasks.spawn(run_committer(sh.clone(), run.clone())).abort_handle());
+        aborts.push(
+            sh.tasks
+                .spawn(run_reader(sh.clone(), tx, run.clone()))
+                .abort_handle(),
+        );
+        aborts.push(
+            sh.tasks
+                .spawn(run_committer(sh.clone(), run.clone()))
+                .abort_handle(),
+        );
         aborts.push(sh.tasks.spawn(run_pinger(sh.clone(), run)).abort_handle());
         drop(aborts);
         ReadStream::new(rx, auto_ack)
@@ -313,7 +323,9 @@ impl<C: Connector> DataReader<C> {
         let sh = &self.sh;
         sh.stop.cancel();
         sh.tasks.close();
-        let timed_out = tokio::time::timeout(deadline, sh.tasks.wait()).await.is_err();
+        let timed_out = tokio::time::timeout(deadline, sh.tasks.wait())
+            .await
+            .is_err();
         if timed_out {
             tracing::warn!(source = %sh.rc.source(), "close deadline of {deadline:?} passed; aborting the reader's tasks");
             for a in lock(&sh.aborts).drain(..) {
@@ -358,20 +370,36 @@ async fn commit_ready<C: Connector>(sh: &Shared<C>) -> Result<(), ReadError> {
     }
     let Some((reader, _)) = current(sh) else {
         sh.acks.requeue(positions);
-        return Err(ReadError::transient(ErrorKind::Connection, "no session to commit through"));
+        return Err(ReadError::transient(
+            ErrorKind::Connection,
+            "no session to commit through",
+        ));
     };
-    let span = tracing::debug_span!("commit", source = %sh.rc.source(), positions = positions.len());
+    let span =
+        tracing::debug_span!("commit", source = %sh.rc.source(), positions = positions.len());
     let t0 = Instant::now();
-    let result = match tokio::time::timeout(sh.config.ping_timeout, reader.commit(&positions).instrument(span)).await {
+    let result = match tokio::time::timeout(
+        sh.config.ping_timeout,
+        reader.commit(&positions).instrument(span),
+    )
+    .await
+    {
         Ok(r) => r,
         Err(_) => Err(ReadError::transient(ErrorKind::Timeout, "commit timed out")),
     };
     if let Err(e) = result {
-        sh.rc.events.emit(EventKind::CommitFailed, positions.last().cloned(), e.to_string());
+        sh.rc.events.emit(
+            EventKind::CommitFailed,
+            positions.last().cloned(),
+            e.to_string(),
+        );
         sh.acks.requeue(positions);
         return Err(e);
     }
-    sh.rc.metrics.commit_latency.record(t0.elapsed().as_secs_f64());
+    sh.rc
+        .metrics
+        .commit_latency
+        .record(t0.elapsed().as_secs_f64());
     sh.rc.metrics.commits.increment(positions.len() as u64);
     let snapshot = {
         let mut cp = lock(&sh.checkpoint);
@@ -382,7 +410,11 @@ async fn commit_ready<C: Connector>(sh: &Shared<C>) -> Result<(), ReadError> {
     };
     if let Some(store) = &sh.store {
         if let Err(e) = store.save(sh.rc.source(), &snapshot).await {
-            sh.rc.events.emit(EventKind::CommitFailed, positions.last().cloned(), e.to_string());
+            sh.rc.events.emit(
+                EventKind::CommitFailed,
+                positions.last().cloned(),
+                e.to_string(),
+            );
             sh.acks.requeue(positions);
             return Err(e);
         }
@@ -459,7 +491,11 @@ async fn run_pinger<C: Connector>(sh: Arc<Shared<C>>, run: CancellationToken) {
     }
 }
 
-async fn send_error(tx: &mpsc::Sender<Result<Delivery, ReadError>>, e: ReadError, run: &CancellationToken) {
+async fn send_error(
+    tx: &mpsc::Sender<Result<Delivery, ReadError>>,
+    e: ReadError,
+    run: &CancellationToken,
+) {
     tokio::select! {
         biased;
         () = run.cancelled() => {}
@@ -467,13 +503,21 @@ async fn send_error(tx: &mpsc::Sender<Result<Delivery, ReadError>>, e: ReadError
     }
 }
 
-async fn run_reader<C: Connector>(sh: Arc<Shared<C>>, tx: mpsc::Sender<Result<Delivery, ReadError>>, run: CancellationToken) {
+async fn run_reader<C: Connector>(
+    sh: Arc<Shared<C>>,
+    tx: mpsc::Sender<Result<Delivery, ReadError>>,
+    run: CancellationToken,
+) {
     let end = reader_loop(&sh, &tx, &run).await;
     sh.rc.set(end);
     run.cancel();
 }
 
-async fn reader_loop<C: Connector>(sh: &Arc<Shared<C>>, tx: &mpsc::Sender<Result<Delivery, ReadError>>, run: &CancellationToken) -> ConnState {
+async fn reader_loop<C: Connector>(
+    sh: &Arc<Shared<C>>,
+    tx: &mpsc::Sender<Result<Delivery, ReadError>>,
+    run: &CancellationToken,
+) -> ConnState {
     // The saved checkpoint is where the first session starts.
     if let Some(store) = &sh.store {
         match store.load(sh.rc.source()).await {
@@ -508,10 +552,15 @@ async fn reader_loop<C: Connector>(sh: &Arc<Shared<C>>, tx: &mpsc::Sender<Result
         match exit {
             Exit::Cancelled | Exit::ConsumerGone | Exit::Invalidated(_) => {
                 if let Exit::Invalidated(e) = &exit {
-                    sh.rc.events.emit(EventKind::Invalidated, None, e.message().to_owned());
+                    sh.rc
+                        .events
+                        .emit(EventKind::Invalidated, None, e.message().to_owned());
                 }
                 let deadline = sh.config.close_timeout;
-                if tokio::time::timeout(deadline, commit_ready(sh)).await.is_err() {
+                if tokio::time::timeout(deadline, commit_ready(sh))
+                    .await
+                    .is_err()
+                {
                     tracing::warn!(source = %sh.rc.source(), "final commit did not finish within {deadline:?}");
                 }
                 drop(lock(&sh.current).take());
@@ -551,9 +600,18 @@ async fn fetch_loop<C: Connector>(
     retire: &CancellationToken,
 ) -> Exit {
     let cfg = &sh.config;
-    let mut ask_size = if cfg.adaptive { cfg.fetch_min } else { cfg.fetch_max };
+    let mut ask_size = if cfg.adaptive {
+        cfg.fetch_min
+    } else {
+        cfg.fetch_max
+    };
     let source = sh.rc.source().clone();
-    let retired = || ReadError::transient(ErrorKind::Connection, "health ping failed; the session was replaced");
+    let retired = || {
+        ReadError::transient(
+            ErrorKind::Connection,
+            "health ping failed; the session was replaced",
+        )
+    };
     loop {
         // Backpressure: a slot in the buffer…
         let permit = tokio::select! {
@@ -578,7 +636,9 @@ async fn fetch_loop<C: Connector>(
                 () = notified => {}
             }
         }
-        let room = (tx.capacity() + 1).min(cfg.max_unacked.saturating_sub(sh.acks.held())).max(1);
+        let room = (tx.capacity() + 1)
+            .min(cfg.max_unacked.saturating_sub(sh.acks.held()))
+            .max(1);
         let ask = ask_size.min(room);
         let t0 = Instant::now();
         let fetched = {
@@ -594,14 +654,20 @@ async fn fetch_loop<C: Connector>(
             Err(_) => {
                 return Exit::Failed(ReadError::transient(
                     ErrorKind::Timeout,
-                    format!("a fetch did not answer within {:?}: the connection is presumed dead", cfg.fetch_wait + cfg.fetch_grace),
+                    format!(
+                        "a fetch did not answer within {:?}: the connection is presumed dead",
+                        cfg.fetch_wait + cfg.fetch_grace
+                    ),
                 ))
             }
             Ok(Err(e)) if e.kind() == ErrorKind::Invalidated => return Exit::Invalidated(e),
             Ok(Err(e)) => return Exit::Failed(e),
             Ok(Ok(m)) => m,
         };
-        sh.rc.metrics.read_latency.record(t0.elapsed().as_secs_f64());
+        sh.rc
+            .metrics
+            .read_latency
+            .record(t0.elapsed().as_secs_f64());
         lock(&sh.rc.health).last_success = Some(SystemTime::now());
         let n = messages.len();
         if cfg.adaptive {

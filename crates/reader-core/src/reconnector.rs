@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{broadcast, watch};
-use tracing::Instrument;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::connector::{Connector, Reader, SessionContext};
 use crate::error::{ErrorClass, Exhausted, ReadError};
@@ -57,7 +57,12 @@ pub(crate) enum Established<R> {
 
 impl<C: Connector> Reconnector<C> {
     /// A Reconnector for `connector`, retrying by `policy`.
-    pub fn new(connector: C, policy: Arc<dyn RetryPolicy>, source: Arc<str>, flaky: FlakyConfig) -> Self {
+    pub fn new(
+        connector: C,
+        policy: Arc<dyn RetryPolicy>,
+        source: Arc<str>,
+        flaky: FlakyConfig,
+    ) -> Self {
         let backend = connector.backend();
         let metrics = ReaderMetrics::new(&source, backend);
         metrics.state.set(ConnState::Disconnected.as_gauge());
@@ -137,14 +142,22 @@ impl<C: Connector> Reconnector<C> {
     }
 
     /// Decide about a failure: `Ok(delay)` to retry after `delay`, `Err(e)` to surface.
-    pub(crate) fn on_failure(&self, e: ReadError, outage: &mut Option<Outage>) -> Result<Duration, ReadError> {
+    pub(crate) fn on_failure(
+        &self,
+        e: ReadError,
+        outage: &mut Option<Outage>,
+    ) -> Result<Duration, ReadError> {
         let e = e.with_source_name(self.source.clone());
         let e = {
             let mut d = lock(&self.detector);
             d.failure();
             if e.class() == ErrorClass::Transient && d.is_flaky() {
                 drop(d);
-                self.events.emit(EventKind::Flaky, None, format!("failures keep alternating with success: {}", e.message()));
+                self.events.emit(
+                    EventKind::Flaky,
+                    None,
+                    format!("failures keep alternating with success: {}", e.message()),
+                );
                 e.reclassified(ErrorClass::Flaky)
             } else {
                 e

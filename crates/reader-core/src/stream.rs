@@ -67,7 +67,11 @@ impl ReadStream {
     /// Batch mode: up to `max` deliveries, waiting at most `linger` after the first one
     /// for the batch to fill. `None` once the stream ended. An error ends the batch before
     /// it and is returned by the next call.
-    pub async fn recv_batch(&mut self, max: usize, linger: Duration) -> Option<Result<Vec<Delivery>, ReadError>> {
+    pub async fn recv_batch(
+        &mut self,
+        max: usize,
+        linger: Duration,
+    ) -> Option<Result<Vec<Delivery>, ReadError>> {
         let first = match self.recv().await? {
             Ok(d) => d,
             Err(e) => return Some(Err(e)),
@@ -126,7 +130,11 @@ impl ReadStream {
     }
 
     /// Batch mode as a stream.
-    pub fn batches(self, max: usize, linger: Duration) -> impl Stream<Item = Result<Vec<Delivery>, ReadError>> {
+    pub fn batches(
+        self,
+        max: usize,
+        linger: Duration,
+    ) -> impl Stream<Item = Result<Vec<Delivery>, ReadError>> {
         futures::stream::unfold(self, move |mut s| async move {
             let item = s.recv_batch(max, linger).await?;
             Some((item, s))
@@ -143,7 +151,7 @@ impl ReadStream {
 
     /// How many deliveries are buffered right now.
     #[must_use]
-    pub fn buffered(&self) -> usize {
+    pub fn buffered_len(&self) -> usize {
         self.rx.len()
     }
 }

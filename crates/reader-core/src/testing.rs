@@ -43,6 +43,7 @@ struct Script {
     fetch: VecDeque<FetchFault>,
     recover: VecDeque<ReadError>,
     commits: Vec<Position>,
+    connect_times: Vec<tokio::time::Instant>,
     hang_close: bool,
 }
 
@@ -94,7 +95,10 @@ impl ScriptedConnector {
     }
 
     fn script(&self) -> MutexGuard<'_, Script> {
-        self.inner.script.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .script
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Append `n` messages (payload = their offset as text).
@@ -134,6 +138,12 @@ impl ScriptedConnector {
         self.script().commits.clone()
     }
 
+    /// When each connect attempt started.
+    #[must_use]
+    pub fn connect_times(&self) -> Vec<tokio::time::Instant> {
+        self.script().connect_times.clone()
+    }
+
     /// Connect attempts so far.
     #[must_use]
     pub fn connects(&self) -> usize {
@@ -165,9 +175,17 @@ impl Connector for ScriptedConnector {
         "scripted".into()
     }
 
-    async fn connect(&self, _ctx: &SessionContext, from: &Checkpoint) -> Result<ScriptedReader, ReadError> {
+    async fn connect(
+        &self,
+        _ctx: &SessionContext,
+        from: &Checkpoint,
+    ) -> Result<ScriptedReader, ReadError> {
         self.inner.connects.fetch_add(1, Ordering::SeqCst);
-        let step = self.script().connect.pop_front();
+        let step = {
+            let mut s = self.script();
+            s.connect_times.push(tokio::time::Instant::now());
+            s.connect.pop_front()
+        };
         match step {
             Some(ConnectStep::Fail(e)) => return Err(e),
             Some(ConnectStep::Hang) => std::future::pending::<()>().await,
@@ -219,11 +237,19 @@ impl Reader for ScriptedReader {
             let notified = self.conn.inner.appended.notified();
             {
                 let s = self.conn.script();
-                let mut next = self.next.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut next = self
+                    .next
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 if *next < s.log.len() {
                     let end = (*next + max).min(s.log.len());
                     let out = (*next..end)
-                        .map(|i| Message::new(s.log[i].clone(), position(i64::try_from(i).unwrap_or(i64::MAX))))
+                        .map(|i| {
+                            Message::new(
+                                s.log[i].clone(),
+                                position(i64::try_from(i).unwrap_or(i64::MAX)),
+                            )
+                        })
                         .collect();
                     *next = end;
                     return Ok(out);

@@ -1,7 +1,7 @@
 //! # reader-retry
 //!
 //! Retry policies for the unireader [`Reconnector`](reader_core::Reconnector): exponential
-//! backoff (base sequence computed by the `backon` crate), jitter (none, full, equal,
+//! backoff, jitter (none, full, equal,
 //! decorrelated), a maximum number of retries, a maximum elapsed time, the error classes
 //! to retry (default: transient and flaky, never permanent), the server's delay hint, and
 //! a user closure that may override any decision.
@@ -27,7 +27,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use reader_core::{ErrorClass, RetryContext, RetryDecision, RetryPolicy, RetrySchedule};
 
 /// How randomness is added to each delay (so many readers do not reconnect in lockstep).
@@ -185,7 +184,10 @@ impl Retry {
 
     /// A closure consulted first; `Some` overrides the policy.
     #[must_use]
-    pub fn custom(mut self, rule: impl Fn(&RetryContext<'_>) -> Option<RetryDecision> + Send + Sync + 'static) -> Self {
+    pub fn custom(
+        mut self,
+        rule: impl Fn(&RetryContext<'_>) -> Option<RetryDecision> + Send + Sync + 'static,
+    ) -> Self {
         self.custom = Some(Arc::new(rule));
         self
     }
@@ -212,17 +214,13 @@ impl Retry {
     }
 
     fn new_schedule(&self) -> Schedule {
-        let base = ExponentialBuilder::default()
-            .with_min_delay(self.initial)
-            .with_factor(self.factor)
-            .with_max_delay(self.max_delay)
-            .without_max_times()
-            .build();
         Schedule {
             policy: self.clone(),
-            base: Box::new(base),
+            step: 0,
             previous: self.initial,
-            rng: self.seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed),
+            rng: self
+                .seed
+                .map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed),
         }
     }
 }
@@ -235,7 +233,7 @@ impl RetryPolicy for Retry {
 
 struct Schedule {
     policy: Retry,
-    base: Box<dyn Iterator<Item = Duration> + Send>,
+    step: i32,
     previous: Duration,
     rng: fastrand::Rng,
 }
@@ -252,7 +250,16 @@ fn uniform(rng: &mut fastrand::Rng, lo: Duration, hi: Duration) -> Duration {
 impl Schedule {
     fn next_delay(&mut self) -> Duration {
         let p = &self.policy;
-        let base = self.base.next().unwrap_or(p.max_delay);
+        // initial × factor^step, capped. Computed in f64 (exact for the usual factors) —
+        // backon's builder multiplies in f32 and drifts (200.000003 ms), which breaks the
+        // exact schedules users and tests rely on.
+        let base = if self.step >= 64 {
+            p.max_delay
+        } else {
+            let secs = p.initial.as_secs_f64() * f64::from(p.factor).powi(self.step);
+            Duration::try_from_secs_f64(secs).map_or(p.max_delay, |d| d.min(p.max_delay))
+        };
+        self.step = self.step.saturating_add(1);
         let d = match p.jitter {
             Jitter::None => base,
             Jitter::Full => uniform(&mut self.rng, Duration::ZERO, base),
@@ -321,11 +328,24 @@ mod tests {
     fn default_schedule_is_exact() {
         assert_eq!(
             Retry::default().preview(8),
-            vec![ms(100), ms(200), ms(400), ms(800), ms(1600), ms(3200), ms(5000), ms(5000)]
+            vec![
+                ms(100),
+                ms(200),
+                ms(400),
+                ms(800),
+                ms(1600),
+                ms(3200),
+                ms(5000),
+                ms(5000)
+            ]
         );
         assert_eq!(Retry::fixed(ms(250)).preview(3), vec![ms(250); 3]);
         assert_eq!(
-            Retry::exponential().factor(3.0).initial(ms(10)).max_delay(ms(100)).preview(4),
+            Retry::exponential()
+                .factor(3.0)
+                .initial(ms(10))
+                .max_delay(ms(100))
+                .preview(4),
             vec![ms(10), ms(30), ms(90), ms(100)]
         );
     }
@@ -333,28 +353,36 @@ mod tests {
     #[test]
     fn jitter_stays_in_bounds_over_many_draws() {
         let plain = Retry::default().preview(8);
-        for (jitter, lo_of, hi_of) in [
-            (Jitter::Full, 0.0, 1.0),
-            (Jitter::Equal, 0.5, 1.0),
-        ] {
+        for (jitter, lo_of, hi_of) in [(Jitter::Full, 0.0, 1.0), (Jitter::Equal, 0.5, 1.0)] {
             for seed in 0..200 {
                 let got = Retry::default().jitter(jitter).seed(seed).preview(8);
                 for (d, base) in got.iter().zip(&plain) {
                     let lo = base.mul_f64(lo_of);
                     let hi = base.mul_f64(hi_of);
-                    assert!(*d >= lo && *d <= hi, "{jitter:?}: {d:?} outside [{lo:?}, {hi:?}]");
+                    assert!(
+                        *d >= lo && *d <= hi,
+                        "{jitter:?}: {d:?} outside [{lo:?}, {hi:?}]"
+                    );
                 }
             }
         }
         // Full jitter really spreads: not all draws equal.
-        let draws: std::collections::HashSet<_> = (0..50).map(|s| Retry::default().jitter(Jitter::Full).seed(s).preview(1)[0]).collect();
+        let draws: std::collections::HashSet<_> = (0..50)
+            .map(|s| Retry::default().jitter(Jitter::Full).seed(s).preview(1)[0])
+            .collect();
         assert!(draws.len() > 40);
         // Decorrelated: within [initial, min(cap, 3 × previous)].
         for seed in 0..200 {
-            let got = Retry::default().jitter(Jitter::Decorrelated).seed(seed).preview(20);
+            let got = Retry::default()
+                .jitter(Jitter::Decorrelated)
+                .seed(seed)
+                .preview(20);
             let mut prev = ms(100);
             for d in got {
-                assert!(d >= ms(100) && d <= ms(5000) && d <= prev * 3, "{d:?} after {prev:?}");
+                assert!(
+                    d >= ms(100) && d <= ms(5000) && d <= prev * 3,
+                    "{d:?} after {prev:?}"
+                );
                 prev = d.max(ms(100));
             }
         }
@@ -366,29 +394,66 @@ mod tests {
         let p = ReadError::permanent(ErrorKind::Auth, "WRONGPASS");
         let u = ReadError::new(ErrorClass::Unknown, ErrorKind::Other, "?");
         let mut s = Retry::default().schedule();
-        assert_eq!(s.next(&ctx(&p, 1, Duration::ZERO)), RetryDecision::NotRetryable);
-        assert_eq!(s.next(&ctx(&u, 1, Duration::ZERO)), RetryDecision::NotRetryable);
+        assert_eq!(
+            s.next(&ctx(&p, 1, Duration::ZERO)),
+            RetryDecision::NotRetryable
+        );
+        assert_eq!(
+            s.next(&ctx(&u, 1, Duration::ZERO)),
+            RetryDecision::NotRetryable
+        );
         for attempt in 1..=5 {
-            assert!(matches!(s.next(&ctx(&t, attempt, Duration::ZERO)), RetryDecision::RetryAfter(_)));
+            assert!(matches!(
+                s.next(&ctx(&t, attempt, Duration::ZERO)),
+                RetryDecision::RetryAfter(_)
+            ));
         }
-        assert_eq!(s.next(&ctx(&t, 6, Duration::ZERO)), RetryDecision::Exhausted);
+        assert_eq!(
+            s.next(&ctx(&t, 6, Duration::ZERO)),
+            RetryDecision::Exhausted
+        );
 
-        let mut s = Retry::default().max_retries(None).max_elapsed(Some(ms(1000))).schedule();
-        assert_eq!(s.next(&ctx(&t, 1, ms(850))), RetryDecision::RetryAfter(ms(100)));
-        assert_eq!(s.next(&ctx(&t, 2, ms(850))), RetryDecision::Exhausted, "850 + 200 > 1000");
+        let mut s = Retry::default()
+            .max_retries(None)
+            .max_elapsed(Some(ms(1000)))
+            .schedule();
+        assert_eq!(
+            s.next(&ctx(&t, 1, ms(850))),
+            RetryDecision::RetryAfter(ms(100))
+        );
+        assert_eq!(
+            s.next(&ctx(&t, 2, ms(850))),
+            RetryDecision::Exhausted,
+            "850 + 200 > 1000"
+        );
 
         let hinted = t.clone().with_retry_after(ms(1234));
         let mut s = Retry::default().schedule();
-        assert_eq!(s.next(&ctx(&hinted, 1, Duration::ZERO)), RetryDecision::RetryAfter(ms(1234)));
+        assert_eq!(
+            s.next(&ctx(&hinted, 1, Duration::ZERO)),
+            RetryDecision::RetryAfter(ms(1234))
+        );
         let mut s = Retry::default().honor_server_hint(false).schedule();
-        assert_eq!(s.next(&ctx(&hinted, 1, Duration::ZERO)), RetryDecision::RetryAfter(ms(100)));
+        assert_eq!(
+            s.next(&ctx(&hinted, 1, Duration::ZERO)),
+            RetryDecision::RetryAfter(ms(100))
+        );
 
         let mut s = Retry::default()
             .retry_on(&[ErrorClass::Transient, ErrorClass::Unknown])
             .custom(|c| (c.attempt == 2).then_some(RetryDecision::RetryAfter(ms(7))))
             .schedule();
-        assert_eq!(s.next(&ctx(&u, 1, Duration::ZERO)), RetryDecision::RetryAfter(ms(100)));
-        assert_eq!(s.next(&ctx(&u, 2, Duration::ZERO)), RetryDecision::RetryAfter(ms(7)));
-        assert_eq!(Retry::never().schedule().next(&ctx(&t, 1, Duration::ZERO)), RetryDecision::Exhausted);
+        assert_eq!(
+            s.next(&ctx(&u, 1, Duration::ZERO)),
+            RetryDecision::RetryAfter(ms(100))
+        );
+        assert_eq!(
+            s.next(&ctx(&u, 2, Duration::ZERO)),
+            RetryDecision::RetryAfter(ms(7))
+        );
+        assert_eq!(
+            Retry::never().schedule().next(&ctx(&t, 1, Duration::ZERO)),
+            RetryDecision::Exhausted
+        );
     }
 }
