@@ -1,0 +1,248 @@
+//! [`MongoReader`]: one change-stream session.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::FutureExt;
+use mongodb::bson::{doc, RawDocumentBuf};
+use mongodb::change_stream::ChangeStream;
+use mongodb::Client;
+use reader_core::{ErrorKind, Message, Position, ReadError, Reader};
+use tokio::time::Instant;
+
+use crate::classify::{classify_mongo_error, history_lost_message, Facts};
+use crate::config::{MongoConfig, OnHistoryLost};
+use crate::connector::{redact_error, shutdown_client};
+use crate::event::{convert, Converted};
+use crate::redact::Redactor;
+use crate::token;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+struct StreamState {
+    /// The open change stream (`None` once closed).
+    cs: Option<ChangeStream<RawDocumentBuf>>,
+    /// An error met after some events of a batch were already taken: returned by the next
+    /// fetch, so those events are delivered first.
+    pending: Option<ReadError>,
+    /// The newest token handed out (an event's or an idle one).
+    last_token: Option<Bytes>,
+}
+
+/// One change-stream session: a driver client of its own and the open change stream.
+///
+/// * [`Reader::fetch`] waits at most about `wait` for the first event (the `getMore` stays in
+///   flight if it takes longer, and is picked up by the next fetch), then takes what the
+///   driver has already buffered, up to `max`, without another round trip.
+/// * Each event's position is its resume token (the raw BSON of its `_id`), with its cluster
+///   time for the checkpoint-age gauge.
+/// * [`Reader::idle_position`] is the stream's post-batch resume token after an empty fetch,
+///   so a quiet stream's checkpoint keeps moving.
+/// * [`Reader::commit`] does nothing: a change stream has no server-side progress; the
+///   reader saves the committed token to its `CheckpointStore` after this returns.
+/// * An `invalidate` event (collection dropped or renamed, database dropped) ends the
+///   session with an [`ErrorKind::Invalidated`] error, after the events before it.
+pub struct MongoReader {
+    client: Client,
+    state: tokio::sync::Mutex<StreamState>,
+    idle: Mutex<Option<Position>>,
+    cfg: Arc<MongoConfig>,
+    redactor: Arc<Redactor>,
+}
+
+impl std::fmt::Debug for MongoReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MongoReader")
+            .field("target", &self.cfg.target().to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MongoReader {
+    pub(crate) fn new(
+        client: Client,
+        cs: ChangeStream<RawDocumentBuf>,
+        cfg: Arc<MongoConfig>,
+        redactor: Arc<Redactor>,
+    ) -> Self {
+        Self {
+            client,
+            state: tokio::sync::Mutex::new(StreamState {
+                cs: Some(cs),
+                pending: None,
+                last_token: None,
+            }),
+            idle: Mutex::new(None),
+            cfg,
+            redactor,
+        }
+    }
+
+    fn fetch_error(&self, e: &mongodb::error::Error) -> ReadError {
+        let facts = Facts::of(e);
+        if facts.is_history_lost() {
+            let text = self.redactor.apply(&facts.server_text());
+            return match self.cfg.on_history_lost {
+                OnHistoryLost::Fail => ReadError::permanent(
+                    ErrorKind::PositionLost,
+                    format!(
+                        "the change stream on {} cannot continue: {}",
+                        self.cfg.target(),
+                        history_lost_message(&text)
+                    ),
+                ),
+                // Reopen from the last checkpoint, where the connector applies the policy.
+                _ => ReadError::transient(
+                    ErrorKind::PositionLost,
+                    format!(
+                        "the change stream fell off the oplog ({text}); reopening from the \
+                         checkpoint to apply on_history_lost"
+                    ),
+                ),
+            };
+        }
+        redact_error(&self.redactor, classify_mongo_error(e))
+    }
+
+    fn invalidated(&self, token: &Bytes) -> ReadError {
+        let hint = token::data_hex(token).map_or_else(String::new, |hex| {
+            format!(
+                "; to watch again from after this point, start a new reader with \
+                 start=token:{hex}"
+            )
+        });
+        ReadError::permanent(
+            ErrorKind::Invalidated,
+            format!(
+                "the change stream on {} was invalidated (the collection was dropped or \
+                 renamed, or the database dropped){hint}",
+                self.cfg.target()
+            ),
+        )
+    }
+}
+
+#[async_trait]
+impl Reader for MongoReader {
+    async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Message>, ReadError> {
+        let mut guard = self.state.lock().await;
+        let st = &mut *guard;
+        if let Some(e) = st.pending.take() {
+            return Err(e);
+        }
+        let Some(cs) = st.cs.as_mut() else {
+            return Err(ReadError::transient(
+                ErrorKind::Connection,
+                "the change stream of this session is closed",
+            ));
+        };
+        let max = max.max(1);
+        let mut out: Vec<Message> = Vec::new();
+        let mut pending = None;
+        // The first event: wait at most `wait`. Dropping the wait leaves the driver's getMore
+        // in flight inside the cursor; the next fetch continues it.
+        let mut next = match tokio::time::timeout(wait, cs.next_if_any()).await {
+            Err(_) => None,
+            Ok(Ok(ev)) => ev,
+            Ok(Err(e)) => return Err(self.fetch_error(&e)),
+        };
+        while let Some(ev) = next.take() {
+            match convert(ev, self.cfg.payload) {
+                Ok(Converted::Event(m)) => {
+                    if let Position::ResumeToken { token, .. } = &m.position {
+                        st.last_token = Some(token.clone());
+                    }
+                    out.push(m);
+                }
+                Ok(Converted::Invalidate(t)) => {
+                    pending = Some(self.invalidated(&t));
+                    break;
+                }
+                Err(e) => {
+                    pending = Some(e);
+                    break;
+                }
+            }
+            if out.len() >= max {
+                break;
+            }
+            // Only what is buffered already: a poll that would go to the network is left
+            // pending (the getMore stays in flight in the cursor).
+            next = match cs.next_if_any().now_or_never() {
+                None => None,
+                Some(Ok(ev)) => ev,
+                Some(Err(e)) => {
+                    pending = Some(self.fetch_error(&e));
+                    None
+                }
+            };
+        }
+        if !out.is_empty() {
+            st.pending = pending;
+            lock(&self.idle).take();
+            return Ok(out);
+        }
+        if let Some(e) = pending {
+            return Err(e);
+        }
+        if !cs.is_alive() {
+            return Err(ReadError::transient(
+                ErrorKind::Connection,
+                "the server closed the change stream's cursor",
+            ));
+        }
+        if let Some(t) = cs.resume_token().as_ref().and_then(token::from_driver) {
+            if st.last_token.as_ref() != Some(&t) {
+                st.last_token = Some(t.clone());
+                *lock(&self.idle) = Some(Position::ResumeToken {
+                    cluster_time: token::cluster_time(&t).map(|ts| ts.time),
+                    token: t,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn commit(&self, _positions: &[Position]) -> Result<(), ReadError> {
+        // Nothing to do on the server: the core saves the checkpoint to its store next.
+        Ok(())
+    }
+
+    fn idle_position(&self) -> Option<Position> {
+        lock(&self.idle).take()
+    }
+
+    async fn ping(&self) -> Result<Duration, ReadError> {
+        let t0 = Instant::now();
+        let bound = self.cfg.op_timeout;
+        match tokio::time::timeout(
+            bound,
+            self.client
+                .database("admin")
+                .run_command(doc! { "ping": 1 }),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(t0.elapsed()),
+            Ok(Err(e)) => Err(redact_error(&self.redactor, classify_mongo_error(&e))),
+            Err(_) => Err(ReadError::transient(
+                ErrorKind::Timeout,
+                format!("ping did not answer within {bound:?}"),
+            )),
+        }
+    }
+
+    async fn close(&self) {
+        let cs = match tokio::time::timeout(Duration::from_secs(1), self.state.lock()).await {
+            Ok(mut st) => st.cs.take(),
+            Err(_) => None,
+        };
+        // Dropping the stream makes the driver kill the server cursor in the background.
+        drop(cs);
+        shutdown_client(self.client.clone()).await;
+    }
+}
