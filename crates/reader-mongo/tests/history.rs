@@ -1,0 +1,182 @@
+//! A resume token older than the oplog (a real roll-over on a mongod of our own with a 1 MB
+//! oplog), and a standalone mongod: both must surface at once, never loop.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use common::*;
+use mongodb::bson::{doc, Document};
+use reader_core::{CheckpointStore, ErrorKind, EventKind, MemoryCheckpointStore};
+use testkit::{MongoOpts, Server};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_older_than_the_oplog_follows_the_policy() {
+    // 1 MB oplog, and a checkpoint every second so the oplog is truncated at once.
+    let srv = Server::mongod(MongoOpts {
+        oplog_size_mb: 1,
+        extra_args: vec!["--syncdelay".into(), "1".into()],
+        ..MongoOpts::default()
+    })
+    .await
+    .expect("own mongod");
+    let w = writer(&srv.url()).await;
+    let (db, coll) = ("hist", "watched");
+    let watched = w.database(db).collection::<Document>(coll);
+
+    // A real token, then enough writes elsewhere to roll the oplog past it.
+    let mut cs = watched.watch().await.unwrap();
+    watched.insert_one(doc! { "_id": -1 }).await.unwrap();
+    let ev = loop {
+        if let Some(e) = cs.next_if_any().await.unwrap() {
+            break e;
+        }
+    };
+    drop(cs);
+    let stale = reader_mongo::token::from_driver(&ev.id).unwrap();
+    let stale_ts = ev.cluster_time.unwrap();
+    let pad = "x".repeat(4000);
+    let t0 = Instant::now();
+    let mut n = 0_i64;
+    while oplog_start(&w).await <= stale_ts {
+        assert!(n < 400_000, "the oplog never rolled over");
+        let docs: Vec<Document> = (n..n + 200)
+            .map(|i| doc! { "_id": i, "pad": &pad })
+            .collect();
+        w.database(db)
+            .collection::<Document>("pad")
+            .insert_many(docs)
+            .await
+            .unwrap();
+        n += 200;
+    }
+    println!(
+        "oplog rolled past the token after {n} padding inserts in {:?}",
+        t0.elapsed()
+    );
+
+    // 1. fail (the default): one connect, a permanent error that explains, the end.
+    let store = Arc::new(MemoryCheckpointStore::new());
+    let name = "hist_fail";
+    store
+        .save(name, &checkpoint_of(stale.clone()))
+        .await
+        .unwrap();
+    let url = with_params(&srv.url(), &format!("database={db}&collection={coll}"));
+    let r = reader(&url, name, store.clone(), |_| {});
+    let mut s = r.read(reader_core::CancellationToken::new());
+    let e = next(&mut s)
+        .await
+        .expect("an error item")
+        .expect_err("must fail");
+    assert!(e.is_permanent(), "{e}");
+    assert_eq!(e.kind(), ErrorKind::PositionLost);
+    let msg = e.to_string();
+    assert!(
+        msg.contains("older than the oldest entry of the oplog"),
+        "{msg}"
+    );
+    assert!(msg.contains("on_history_lost=restart_now"), "{msg}");
+    assert!(
+        next(&mut s).await.is_none(),
+        "the stream ends after the error"
+    );
+    assert_eq!(r.health().sessions, 1, "exactly one connect: no retry loop");
+    r.close().await;
+    println!("fail: {msg}");
+
+    // 2. restart_at a time that is lost too: permanent as well, one connect.
+    let name = "hist_restart_at";
+    store
+        .save(name, &checkpoint_of(stale.clone()))
+        .await
+        .unwrap();
+    let r = reader(
+        &with_params(&url, "on_history_lost=restart_at:1000"),
+        name,
+        store.clone(),
+        |_| {},
+    );
+    let mut s = r.read(reader_core::CancellationToken::new());
+    let e = next(&mut s)
+        .await
+        .expect("an error item")
+        .expect_err("must fail");
+    assert!(e.is_permanent(), "{e}");
+    assert!(e.to_string().contains("restart_at"), "{e}");
+    assert_eq!(r.health().sessions, 1);
+    r.close().await;
+
+    // 3. restart_now: a gap event, then reading goes on from now.
+    let name = "hist_restart_now";
+    store
+        .save(name, &checkpoint_of(stale.clone()))
+        .await
+        .unwrap();
+    let r = reader(
+        &with_params(&url, "on_history_lost=restart_now"),
+        name,
+        store.clone(),
+        |_| {},
+    );
+    let mut events = r.events();
+    let mut s = r.read(reader_core::CancellationToken::new());
+    let gap = event_of(&mut events, EventKind::Gap).await;
+    assert!(
+        gap.detail.contains("older than the oplog"),
+        "{}",
+        gap.detail
+    );
+    assert!(gap.position.is_some());
+    until_ready(&r).await;
+    insert_ids(&w, db, coll, 1000..1010).await;
+    for want in 1000..1010 {
+        let d = next(&mut s).await.unwrap().unwrap();
+        assert_eq!(id_of(&d), want);
+        d.ack();
+    }
+    r.commit_now().await.unwrap();
+    let saved = store.load(name).await.unwrap().unwrap();
+    assert_ne!(
+        saved,
+        checkpoint_of(stale.clone()),
+        "the checkpoint moved on"
+    );
+    assert_eq!(r.health().sessions, 1);
+    r.close().await;
+    println!(
+        "restart_now: gap event \"{}\"; then 10 new events delivered",
+        gap.detail
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_mongod_is_a_permanent_error_that_explains() {
+    let srv = Server::mongod(MongoOpts {
+        replica_set: false,
+        ..MongoOpts::default()
+    })
+    .await
+    .expect("own standalone mongod");
+    let url = with_params(&srv.url(), "database=db&collection=c");
+    let r = reader(
+        &url,
+        "standalone",
+        Arc::new(MemoryCheckpointStore::new()),
+        |_| {},
+    );
+    let mut s = r.read(reader_core::CancellationToken::new());
+    let e = next(&mut s)
+        .await
+        .expect("an error item")
+        .expect_err("must fail");
+    assert!(e.is_permanent(), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("change streams need a replica set"), "{msg}");
+    assert!(next(&mut s).await.is_none());
+    assert_eq!(r.health().sessions, 1);
+    r.close().await;
+    println!("standalone: {msg}");
+}
