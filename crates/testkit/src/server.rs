@@ -1,0 +1,518 @@
+//! Starting, killing and restarting real servers.
+
+use std::fs::OpenOptions;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::paths;
+
+/// Which server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// redis-server.
+    Redis,
+    /// mongod.
+    Mongo,
+    /// tansu (Kafka protocol).
+    Kafka,
+}
+
+impl Kind {
+    /// Short name.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Redis => "redis",
+            Kind::Mongo => "mongo",
+            Kind::Kafka => "kafka",
+        }
+    }
+}
+
+/// Options of a Redis instance.
+#[derive(Clone, Debug, Default)]
+pub struct RedisOpts {
+    /// `--appendonly yes --appendfsync always` (no acknowledged write lost under `kill -9`).
+    pub aof: bool,
+    /// `--requirepass`.
+    pub requirepass: Option<String>,
+    /// A fixed port (default: a free one).
+    pub port: Option<u16>,
+    /// More arguments.
+    pub extra_args: Vec<String>,
+}
+
+/// Options of a mongod instance.
+#[derive(Clone, Debug)]
+pub struct MongoOpts {
+    /// A single-node replica set `rs0`, initiated (default true). Change streams need one.
+    pub replica_set: bool,
+    /// `--oplogSize` in MB (default 128; the minimum mongod accepts is 990 MB for
+    /// production, but it takes any value ≥ 1 here).
+    pub oplog_size_mb: u32,
+    /// A fixed port (default: a free one).
+    pub port: Option<u16>,
+    /// More arguments.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for MongoOpts {
+    fn default() -> Self {
+        Self {
+            replica_set: true,
+            oplog_size_mb: 128,
+            port: None,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// Options of a tansu broker.
+#[derive(Clone, Debug, Default)]
+pub struct KafkaOpts {
+    /// The address the broker advertises in metadata (default: its own listener). Set it to
+    /// a [`FaultProxy`](crate::FaultProxy) address so clients reconnect through the proxy.
+    pub advertised: Option<String>,
+    /// A fixed port (default: a free one).
+    pub port: Option<u16>,
+    /// More arguments to `tansu broker`.
+    pub extra_args: Vec<String>,
+}
+
+/// A free loopback port (bound and released; a tiny race remains, acceptable in tests).
+pub fn free_port() -> io::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Everything needed to (re)start one server process.
+#[derive(Clone, Debug)]
+pub struct ServerSpec {
+    /// Which server.
+    pub kind: Kind,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// Its data directory (also its working directory).
+    pub dir: PathBuf,
+    /// Its log file.
+    pub log: PathBuf,
+    /// The program.
+    pub program: PathBuf,
+    /// The arguments.
+    pub args: Vec<String>,
+    /// Whether it is a replica set that must be initiated (mongod).
+    pub replica_set: bool,
+}
+
+impl ServerSpec {
+    /// A Redis instance in `dir`.
+    #[must_use]
+    pub fn redis(opts: &RedisOpts, port: u16, dir: &Path) -> Self {
+        let mut args = vec![
+            "--port".into(),
+            port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--dir".into(),
+            dir.display().to_string(),
+            "--save".into(),
+            String::new(),
+            "--daemonize".into(),
+            "no".into(),
+            "--protected-mode".into(),
+            "no".into(),
+        ];
+        if opts.aof {
+            args.extend(["--appendonly", "yes", "--appendfsync", "always"].map(String::from));
+        } else {
+            args.extend(["--appendonly", "no"].map(String::from));
+        }
+        if let Some(p) = &opts.requirepass {
+            args.extend(["--requirepass".to_owned(), p.clone()]);
+        }
+        args.extend(opts.extra_args.iter().cloned());
+        Self {
+            kind: Kind::Redis,
+            port,
+            dir: dir.to_path_buf(),
+            log: dir.join("server.log"),
+            program: paths::redis_server(),
+            args,
+            replica_set: false,
+        }
+    }
+
+    /// A mongod instance in `dir`.
+    #[must_use]
+    pub fn mongod(opts: &MongoOpts, port: u16, dir: &Path) -> Self {
+        let data = dir.join("db");
+        let mut args = vec![
+            "--bind_ip".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port.to_string(),
+            "--dbpath".into(),
+            data.display().to_string(),
+            "--wiredTigerCacheSizeGB".into(),
+            "0.25".into(),
+            "--setParameter".into(),
+            "diagnosticDataCollectionEnabled=false".into(),
+            "--nounixsocket".into(),
+        ];
+        if opts.replica_set {
+            args.extend([
+                "--replSet".to_owned(),
+                "rs0".to_owned(),
+                "--oplogSize".to_owned(),
+                opts.oplog_size_mb.to_string(),
+            ]);
+        }
+        args.extend(opts.extra_args.iter().cloned());
+        Self {
+            kind: Kind::Mongo,
+            port,
+            dir: dir.to_path_buf(),
+            log: dir.join("server.log"),
+            program: paths::mongod(),
+            args,
+            replica_set: opts.replica_set,
+        }
+    }
+
+    /// A tansu broker in `dir` (SQLite storage `tansu.db` in that directory).
+    #[must_use]
+    pub fn kafka(opts: &KafkaOpts, port: u16, dir: &Path) -> Self {
+        let advertised = opts
+            .advertised
+            .clone()
+            .unwrap_or_else(|| format!("127.0.0.1:{port}"));
+        let mut args = vec![
+            "broker".into(),
+            "--listener-url".into(),
+            format!("tcp://127.0.0.1:{port}"),
+            "--advertised-listener-url".into(),
+            format!("tcp://{advertised}"),
+            // tansu 0.6.0 mangles absolute sqlite:/// paths: relative to the working dir.
+            "--storage-engine".into(),
+            "sqlite://tansu.db".into(),
+        ];
+        args.extend(opts.extra_args.iter().cloned());
+        Self {
+            kind: Kind::Kafka,
+            port,
+            dir: dir.to_path_buf(),
+            log: dir.join("server.log"),
+            program: paths::tansu(),
+            args,
+            replica_set: false,
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    #[must_use]
+    pub fn host_port(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The URL clients use: `redis://…`, `mongodb://…/?directConnection=true`, or the
+    /// bare `host:port` for Kafka.
+    #[must_use]
+    pub fn url(&self) -> String {
+        match self.kind {
+            Kind::Redis => format!("redis://127.0.0.1:{}", self.port),
+            Kind::Mongo => format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port),
+            Kind::Kafka => self.host_port(),
+        }
+    }
+
+    /// Start the process (not waiting for readiness). Output goes to the log file.
+    pub fn spawn(&self) -> io::Result<Child> {
+        if !self.program.exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "{} binary not found at {} — run `cargo xtask servers up` (it installs it)",
+                    self.kind.name(),
+                    self.program.display()
+                ),
+            ));
+        }
+        std::fs::create_dir_all(&self.dir)?;
+        if self.kind == Kind::Mongo {
+            std::fs::create_dir_all(self.dir.join("db"))?;
+        }
+        let log = OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let log2 = log.try_clone()?;
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2));
+        if self.kind == Kind::Kafka && std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "warn");
+        }
+        cmd.spawn().map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot start {} ({}): {e}", self.kind.name(), self.program.display()),
+            )
+        })
+    }
+
+    fn failure(&self, what: &str) -> io::Error {
+        let tail = std::fs::read_to_string(&self.log)
+            .map(|s| {
+                let lines: Vec<&str> = s.lines().collect();
+                lines[lines.len().saturating_sub(15)..].join("\n")
+            })
+            .unwrap_or_default();
+        io::Error::other(format!(
+            "{} on port {} {what}; log: {}\n--- last lines ---\n{tail}",
+            self.kind.name(),
+            self.port,
+            self.log.display()
+        ))
+    }
+
+    /// Wait until the server answers (Redis PING, Kafka ApiVersions, mongod `hello` as
+    /// writable primary after initiating the replica set). `child`, when given, is checked
+    /// for an early exit so a crash is reported at once with the log's tail.
+    pub async fn wait_ready(&self, mut child: Option<&mut Child>, within: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(c) = child.as_deref_mut() {
+                if let Some(status) = c.try_wait()? {
+                    return Err(self.failure(&format!("exited during start-up ({status})")));
+                }
+            }
+            let ok = match self.kind {
+                Kind::Redis => redis_ping(self.port).await,
+                Kind::Kafka => kafka_api_versions(self.port).await,
+                Kind::Mongo => mongo_ready(self.port, self.replica_set).await,
+            };
+            if ok {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(self.failure(&format!("not ready after {within:?}")));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn redis_ping(port: u16) -> bool {
+    let fut = async {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        s.write_all(b"PING\r\n").await.ok()?;
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).await.ok()?;
+        let reply = String::from_utf8_lossy(&buf[..n]).to_string();
+        Some(reply.starts_with("+PONG") || reply.starts_with("-NOAUTH") || reply.starts_with("-ERR AUTH"))
+    };
+    tokio::time::timeout(Duration::from_secs(2), fut).await.ok().flatten().unwrap_or(false)
+}
+
+async fn kafka_api_versions(port: u16) -> bool {
+    let fut = async {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let client = b"testkit";
+        let mut body = Vec::new();
+        body.extend_from_slice(&18i16.to_be_bytes()); // ApiVersions
+        body.extend_from_slice(&0i16.to_be_bytes()); // v0
+        body.extend_from_slice(&7i32.to_be_bytes()); // correlation id
+        body.extend_from_slice(&i16::try_from(client.len()).ok()?.to_be_bytes());
+        body.extend_from_slice(client);
+        let mut frame = i32::try_from(body.len()).ok()?.to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        s.write_all(&frame).await.ok()?;
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).await.ok()?;
+        let len = usize::try_from(i32::from_be_bytes(len)).ok()?;
+        if !(6..=1_000_000).contains(&len) {
+            return Some(false);
+        }
+        let mut resp = vec![0u8; len];
+        s.read_exact(&mut resp).await.ok()?;
+        let corr = i32::from_be_bytes([resp[0], resp[1], resp[2], resp[3]]);
+        let err = i16::from_be_bytes([resp[4], resp[5]]);
+        Some(corr == 7 && err == 0)
+    };
+    tokio::time::timeout(Duration::from_secs(3), fut).await.ok().flatten().unwrap_or(false)
+}
+
+async fn mongo_ready(port: u16, replica_set: bool) -> bool {
+    use mongodb::bson::doc;
+    let fut = async {
+        let uri = format!("mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=1500&connectTimeoutMS=1500");
+        let client = mongodb::Client::with_uri_str(&uri).await.ok()?;
+        let admin = client.database("admin");
+        let hello = admin.run_command(doc! { "hello": 1 }).await.ok()?;
+        if !replica_set {
+            return Some(true);
+        }
+        if hello.get_bool("isWritablePrimary").unwrap_or(false) {
+            return Some(true);
+        }
+        if hello.get_str("setName").is_err() {
+            let cfg = doc! {
+                "_id": "rs0",
+                "members": [ { "_id": 0, "host": format!("127.0.0.1:{port}") } ],
+            };
+            // Code 23 (AlreadyInitialized) is fine: a restart of an initiated member.
+            let _ = admin.run_command(doc! { "replSetInitiate": cfg }).await;
+        }
+        Some(false)
+    };
+    tokio::time::timeout(Duration::from_secs(5), fut).await.ok().flatten().unwrap_or(false)
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn scratch_dir(kind: Kind, port: u16) -> PathBuf {
+    let base = std::env::var_os("UNIREADER_TEST_DATA")
+        .map_or_else(|| std::env::temp_dir().join("unireader-testkit"), PathBuf::from);
+    base.join(format!(
+        "{}-{}-{}-{}",
+        kind.name(),
+        port,
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// A server process owned by a test: killed (and its data removed) when dropped.
+#[derive(Debug)]
+pub struct Server {
+    spec: ServerSpec,
+    child: Option<Child>,
+}
+
+impl Server {
+    /// Start from a spec and wait until ready.
+    pub async fn start(spec: ServerSpec) -> io::Result<Self> {
+        let mut child = spec.spawn()?;
+        let within = match spec.kind {
+            Kind::Mongo => Duration::from_secs(60),
+            _ => Duration::from_secs(30),
+        };
+        if let Err(e) = spec.wait_ready(Some(&mut child), within).await {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        Ok(Self {
+            spec,
+            child: Some(child),
+        })
+    }
+
+    /// A Redis of this test's own.
+    pub async fn redis(opts: RedisOpts) -> io::Result<Self> {
+        let port = match opts.port {
+            Some(p) => p,
+            None => free_port()?,
+        };
+        let dir = scratch_dir(Kind::Redis, port);
+        Self::start(ServerSpec::redis(&opts, port, &dir)).await
+    }
+
+    /// A mongod of this test's own (a replica set `rs0` unless told otherwise).
+    pub async fn mongod(opts: MongoOpts) -> io::Result<Self> {
+        let port = match opts.port {
+            Some(p) => p,
+            None => free_port()?,
+        };
+        let dir = scratch_dir(Kind::Mongo, port);
+        Self::start(ServerSpec::mongod(&opts, port, &dir)).await
+    }
+
+    /// A tansu broker of this test's own.
+    pub async fn kafka(opts: KafkaOpts) -> io::Result<Self> {
+        let port = match opts.port {
+            Some(p) => p,
+            None => free_port()?,
+        };
+        let dir = scratch_dir(Kind::Kafka, port);
+        Self::start(ServerSpec::kafka(&opts, port, &dir)).await
+    }
+
+    /// The spec it runs with.
+    #[must_use]
+    pub fn spec(&self) -> &ServerSpec {
+        &self.spec
+    }
+
+    /// Its port.
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.spec.port
+    }
+
+    /// `127.0.0.1:PORT`.
+    #[must_use]
+    pub fn host_port(&self) -> String {
+        self.spec.host_port()
+    }
+
+    /// The URL clients use (see [`ServerSpec::url`]).
+    #[must_use]
+    pub fn url(&self) -> String {
+        self.spec.url()
+    }
+
+    /// The process id, while running.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `kill -9`, at once.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again on the same port and data directory; waits until ready.
+    pub async fn restart(&mut self) -> io::Result<()> {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        // The port can stay busy for a moment after a kill: retry the start.
+        loop {
+            let mut child = self.spec.spawn()?;
+            match self.spec.wait_ready(Some(&mut child), Duration::from_secs(60)).await {
+                Ok(()) => {
+                    self.child = Some(child);
+                    return Ok(());
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    if Instant::now() >= deadline {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+        if std::env::var_os("UNIREADER_KEEP_TEST_DATA").is_none() {
+            let _ = std::fs::remove_dir_all(&self.spec.dir);
+        }
+    }
+}
