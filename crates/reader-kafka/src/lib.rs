@@ -1,2 +1,72 @@
-//! (being built)
+//! # reader-kafka
+//!
+//! The Kafka backend of unireader: topic partitions read in a **consumer group** (offsets
+//! committed to the group coordinator) or from **explicitly assigned partitions** (progress
+//! in the reader's `CheckpointStore`).
+//!
+//! * Data plane: [rskafka](https://docs.rs/rskafka) — one `PartitionClient` per assigned
+//!   partition, at most one fetch in flight per partition, its internal retries bounded
+//!   (1 s) so the core's Reconnector is the one retry loop.
+//! * Group membership: rskafka has none, so this crate speaks the classic group protocol
+//!   itself on [`kafka-protocol`](https://docs.rs/kafka-protocol) message types over its
+//!   own framed connection: FindCoordinator, JoinGroup (protocol type `consumer`, standard
+//!   `ConsumerProtocolSubscription`), the `range`/`roundrobin` assignors with the standard
+//!   `ConsumerProtocolAssignment` (Java and librdkafka members understand it), SyncGroup,
+//!   Heartbeat, OffsetFetch, OffsetCommit, LeaveGroup. Every response is checked for a
+//!   sound layout before it is decoded, so a broken broker cannot crash the reader.
+//! * Positions hold the offset of the delivered record; the committed offset is the next one
+//!   to read (acknowledged + 1), as in every Kafka client.
+//! * A rebalance ends the session with a transient `rebalance` error after a short grace in
+//!   which acknowledged offsets are still committed; the core reconnects and `recover()`
+//!   rejoins (keeping the member id). Deliveries of the old session that were not committed
+//!   are delivered again (at-least-once).
+//! * [`SeekHandle`]: earliest / latest / offset / timestamp, per partition, while running.
+//! * Gauge `unireader_kafka_lag_records` (per-partition labels with `lag_per_partition`).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use futures::StreamExt;
+//! use reader_kafka::KafkaConnector;
+//! use reader_core::CancellationToken;
+//!
+//! # async fn demo(policy: std::sync::Arc<dyn reader_core::RetryPolicy>) -> Result<(), reader_core::ReadError> {
+//! let connector = KafkaConnector::from_url(
+//!     "kafka://127.0.0.1:9092/orders?group=billing&session_timeout_ms=6000&heartbeat_ms=1000",
+//! )?;
+//! let seek = connector.seek_handle();
+//! let reader = connector.reader_builder().retry(policy).build()?;
+//! let token = CancellationToken::new();
+//! let mut deliveries = reader.read(token.child_token());
+//! while let Some(d) = deliveries.next().await {
+//!     let d = d?;
+//!     println!("{} {:?}", d.position(), d.payload());
+//!     d.ack();
+//! #   break;
+//! }
+//! seek.seek("orders", 0, reader_kafka::StartAt::Earliest); // applied at the next fetch
+//! let report = reader.close().await;
+//! println!("committed: {:?}", report.committed);
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
+
+mod apis;
+mod assignor;
+mod classify;
+mod config;
+mod connection;
+mod connector;
+mod fetcher;
+mod group;
+mod offsets;
+mod seek;
+mod shape;
+
+pub use assignor::{
+    assign, decode_assignment, decode_subscription, encode_assignment, encode_subscription,
+    MemberSubscription, TopicPartitions,
+};
+pub use classify::{classify_code, classify_rskafka, error_name, unknown_topic};
+pub use config::{AssignorKind, KafkaConfig, OffsetReset, StartAt};
+pub use connector::{KafkaConnector, KafkaReader};
+pub use seek::SeekHandle;
