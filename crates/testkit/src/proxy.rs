@@ -61,7 +61,11 @@ impl FaultProxy {
     /// The port.
     #[must_use]
     pub fn port(&self) -> u16 {
-        self.addr.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0)
+        self.addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
     }
 
     /// Forward new connections somewhere else.
@@ -83,9 +87,10 @@ impl FaultProxy {
 
     /// Delay every chunk forwarded, both ways.
     pub fn set_latency(&self, latency: Duration) {
-        self.state
-            .latency_ms
-            .store(u64::try_from(latency.as_millis()).unwrap_or(u64::MAX), Ordering::SeqCst);
+        self.state.latency_ms.store(
+            u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+            Ordering::SeqCst,
+        );
     }
 
     /// While `true`, new connections are accepted and never answered, and open ones stop
@@ -155,7 +160,11 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, stop: Cancellatio
     }
 }
 
-async fn pipe(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, state: Arc<State>) {
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    state: Arc<State>,
+) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buf).await {

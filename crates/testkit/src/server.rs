@@ -234,6 +234,20 @@ impl ServerSpec {
 
     /// Start the process (not waiting for readiness). Output goes to the log file.
     pub fn spawn(&self) -> io::Result<Child> {
+        let mut cmd = self.command()?;
+        self.spawn_cmd(&mut cmd)
+    }
+
+    /// Start the process in a process group of its own, so it outlives the caller (used by
+    /// `cargo xtask servers up` for the shared servers).
+    pub fn spawn_detached(&self) -> io::Result<Child> {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = self.command()?;
+        cmd.process_group(0);
+        self.spawn_cmd(&mut cmd)
+    }
+
+    fn command(&self) -> io::Result<Command> {
         if !self.program.exists() {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -248,7 +262,10 @@ impl ServerSpec {
         if self.kind == Kind::Mongo {
             std::fs::create_dir_all(self.dir.join("db"))?;
         }
-        let log = OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
         let log2 = log.try_clone()?;
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args)
@@ -259,12 +276,29 @@ impl ServerSpec {
         if self.kind == Kind::Kafka && std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
         }
+        Ok(cmd)
+    }
+
+    fn spawn_cmd(&self, cmd: &mut Command) -> io::Result<Child> {
         cmd.spawn().map_err(|e| {
             io::Error::new(
                 e.kind(),
-                format!("cannot start {} ({}): {e}", self.kind.name(), self.program.display()),
+                format!(
+                    "cannot start {} ({}): {e}",
+                    self.kind.name(),
+                    self.program.display()
+                ),
             )
         })
+    }
+
+    /// Whether the server answers now (one readiness probe, no waiting).
+    pub async fn is_ready(&self) -> bool {
+        match self.kind {
+            Kind::Redis => redis_ping(self.port).await,
+            Kind::Kafka => kafka_api_versions(self.port).await,
+            Kind::Mongo => mongo_ready(self.port, self.replica_set).await,
+        }
     }
 
     fn failure(&self, what: &str) -> io::Error {
@@ -285,7 +319,11 @@ impl ServerSpec {
     /// Wait until the server answers (Redis PING, Kafka ApiVersions, mongod `hello` as
     /// writable primary after initiating the replica set). `child`, when given, is checked
     /// for an early exit so a crash is reported at once with the log's tail.
-    pub async fn wait_ready(&self, mut child: Option<&mut Child>, within: Duration) -> io::Result<()> {
+    pub async fn wait_ready(
+        &self,
+        mut child: Option<&mut Child>,
+        within: Duration,
+    ) -> io::Result<()> {
         let deadline = Instant::now() + within;
         loop {
             if let Some(c) = child.as_deref_mut() {
@@ -293,12 +331,7 @@ impl ServerSpec {
                     return Err(self.failure(&format!("exited during start-up ({status})")));
                 }
             }
-            let ok = match self.kind {
-                Kind::Redis => redis_ping(self.port).await,
-                Kind::Kafka => kafka_api_versions(self.port).await,
-                Kind::Mongo => mongo_ready(self.port, self.replica_set).await,
-            };
-            if ok {
+            if self.is_ready().await {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -316,9 +349,17 @@ async fn redis_ping(port: u16) -> bool {
         let mut buf = [0u8; 64];
         let n = s.read(&mut buf).await.ok()?;
         let reply = String::from_utf8_lossy(&buf[..n]).to_string();
-        Some(reply.starts_with("+PONG") || reply.starts_with("-NOAUTH") || reply.starts_with("-ERR AUTH"))
+        Some(
+            reply.starts_with("+PONG")
+                || reply.starts_with("-NOAUTH")
+                || reply.starts_with("-ERR AUTH"),
+        )
     };
-    tokio::time::timeout(Duration::from_secs(2), fut).await.ok().flatten().unwrap_or(false)
+    tokio::time::timeout(Duration::from_secs(2), fut)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }
 
 async fn kafka_api_versions(port: u16) -> bool {
@@ -346,7 +387,11 @@ async fn kafka_api_versions(port: u16) -> bool {
         let err = i16::from_be_bytes([resp[4], resp[5]]);
         Some(corr == 7 && err == 0)
     };
-    tokio::time::timeout(Duration::from_secs(3), fut).await.ok().flatten().unwrap_or(false)
+    tokio::time::timeout(Duration::from_secs(3), fut)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }
 
 async fn mongo_ready(port: u16, replica_set: bool) -> bool {
@@ -372,14 +417,20 @@ async fn mongo_ready(port: u16, replica_set: bool) -> bool {
         }
         Some(false)
     };
-    tokio::time::timeout(Duration::from_secs(5), fut).await.ok().flatten().unwrap_or(false)
+    tokio::time::timeout(Duration::from_secs(5), fut)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
 fn scratch_dir(kind: Kind, port: u16) -> PathBuf {
-    let base = std::env::var_os("UNIREADER_TEST_DATA")
-        .map_or_else(|| std::env::temp_dir().join("unireader-testkit"), PathBuf::from);
+    let base = std::env::var_os("UNIREADER_TEST_DATA").map_or_else(
+        || std::env::temp_dir().join("unireader-testkit"),
+        PathBuf::from,
+    );
     base.join(format!(
         "{}-{}-{}-{}",
         kind.name(),
@@ -490,7 +541,11 @@ impl Server {
         // The port can stay busy for a moment after a kill: retry the start.
         loop {
             let mut child = self.spec.spawn()?;
-            match self.spec.wait_ready(Some(&mut child), Duration::from_secs(60)).await {
+            match self
+                .spec
+                .wait_ready(Some(&mut child), Duration::from_secs(60))
+                .await
+            {
                 Ok(()) => {
                     self.child = Some(child);
                     return Ok(());

@@ -63,8 +63,14 @@ pub fn kafka_addr() -> String {
 mod tests {
     #[test]
     fn host_port_is_found_in_urls() {
-        assert_eq!(super::host_port_of("redis://u:p@127.0.0.1:1/0"), "127.0.0.1:1");
-        assert_eq!(super::host_port_of("mongodb://127.0.0.1:2/?x=1"), "127.0.0.1:2");
+        assert_eq!(
+            super::host_port_of("redis://u:p@127.0.0.1:1/0"),
+            "127.0.0.1:1"
+        );
+        assert_eq!(
+            super::host_port_of("mongodb://127.0.0.1:2/?x=1"),
+            "127.0.0.1:2"
+        );
         assert_eq!(super::host_port_of("127.0.0.1:3"), "127.0.0.1:3");
     }
 }

@@ -1,4 +1,5 @@
 //! The testkit starts real servers and the proxy really cuts connections.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
@@ -16,7 +17,12 @@ async fn ping(addr: &str) -> std::io::Result<String> {
 
 #[tokio::test]
 async fn redis_starts_dies_and_comes_back_on_the_same_port() {
-    let mut r = Server::redis(RedisOpts { aof: true, ..Default::default() }).await.unwrap();
+    let mut r = Server::redis(RedisOpts {
+        aof: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     assert_eq!(ping(&r.host_port()).await.unwrap(), "+PONG\r\n");
     r.kill();
     assert!(ping(&r.host_port()).await.is_err(), "killed");
@@ -36,7 +42,10 @@ async fn the_proxy_forwards_cuts_refuses_and_blackholes() {
     let n = open.read(&mut buf).await.unwrap();
     assert_eq!(&buf[..n], b"+PONG\r\n");
     p.cut_all();
-    let n = tokio::time::timeout(Duration::from_secs(5), open.read(&mut buf)).await.unwrap().unwrap_or(0);
+    let n = tokio::time::timeout(Duration::from_secs(5), open.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
     assert_eq!(n, 0, "the cut connection is closed");
 
     p.set_refuse(true);

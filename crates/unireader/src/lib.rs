@@ -1,2 +1,75 @@
-//! (being built)
+//! # unireader
+//!
+//! One async abstraction for reading Redis Streams (consumer groups) and Pub/Sub, MongoDB
+//! change streams and Kafka consumer groups — so an application writes its consume loop,
+//! its retry policy and its shutdown once. Around every backend the same machinery (in
+//! [`reader_core`]): a reconnect state machine (`Disconnected → Reconnecting → Recovering →
+//! Ready`), classified errors, pluggable retry ([`Retry`]), bounded buffering with
+//! backpressure, at-least-once acknowledgement with in-order background commits, health,
+//! metrics and traces.
+//!
+//! ```no_run
+//! use futures::StreamExt;
+//! use unireader::CancellationToken;
+//!
+//! # async fn handle(_: &[u8]) -> Result<(), unireader::ReadError> { Ok(()) }
+//! # async fn demo() -> Result<(), unireader::ReadError> {
+//! let reader = unireader::from_url("kafka://127.0.0.1:9092/orders?group=billing")?.build()?;
+//! let token = CancellationToken::new();
+//! let mut deliveries = reader.read(token.child_token());
+//! while let Some(d) = deliveries.next().await {
+//!     let d = d?;              // only permanent errors (or an exhausted retry budget) arrive here
+//!     handle(d.payload()).await?;
+//!     d.ack();                 // at-least-once: committed in the background, in order
+//! }
+//! let report = reader.close().await; // what was committed, what was left unacked
+//! println!("{report:?}");
+//! # Ok(()) }
+//! ```
+//!
+//! ## URLs
+//!
+//! | scheme | backend | grammar |
+//! |---|---|---|
+//! | `redis://`, `rediss://` | Redis Streams or Pub/Sub (feature `redis`) | `reader_redis` config docs |
+//! | `mongodb://`, `mongodb+srv://` | MongoDB change streams (feature `mongo`) | [`mongo::MongoConfig::from_url`] |
+//! | `kafka://`, `kafka+ssl://` | Kafka consumer groups (feature `kafka`) | `reader_kafka` config docs |
+//!
+//! A backend whose feature is off is not compiled at all: a Kafka-only application
+//! depends on `unireader` with `default-features = false, features = ["kafka"]`.
+//!
+//! ## Retry
+//! By default a reader keeps reconnecting while its source is away, for up to five minutes
+//! per outage, with exponential backoff (100 ms doubling to 5 s, equal jitter): see
+//! [`default_retry`]. Permanent errors (bad credentials, unknown topic, missing replica
+//! set…) are never retried. Give your own with [`SourceBuilder::retry`].
 #![forbid(unsafe_code)]
+
+mod builder;
+mod merge;
+
+pub use builder::{connector_from_url, default_retry, from_url, Source, SourceBuilder};
+pub use merge::{merge, Tagged};
+
+pub use reader_core::{
+    AckMode, BoxConnector, CancellationToken, Checkpoint, CheckpointStore, ConnState, DataReader,
+    Delivery, ErrorClass, ErrorKind, EventKind, FileCheckpointStore, Health, MemoryCheckpointStore,
+    Message, Position, ReadError, ReadStream, ReaderConfig, ReaderEvent, ShutdownReport,
+};
+pub use reader_retry::{Jitter, Retry};
+
+/// The core contract (traits, state machine, machinery), for backend authors and tests.
+pub use reader_core as core;
+
+/// The Kafka backend.
+#[cfg(feature = "kafka")]
+pub use reader_kafka as kafka;
+/// The MongoDB backend.
+#[cfg(feature = "mongo")]
+pub use reader_mongo as mongo;
+/// Metrics export, the health endpoint and tracing set-up.
+#[cfg(feature = "obs")]
+pub use reader_obs as obs;
+/// The Redis backend.
+#[cfg(feature = "redis")]
+pub use reader_redis as redis;
