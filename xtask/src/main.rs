@@ -110,7 +110,8 @@ fn kinds(names: &[&str]) -> Result<Vec<testkit::Kind>, Fail> {
 }
 
 /// The nextest filter of tests that need no server.
-const UNIT_FILTER: &str = "kind(lib) | kind(bin) | package(reader-retry) | package(reader-core)";
+const UNIT_FILTER: &str =
+    "kind(lib) | kind(bin) | package(reader-retry) | package(reader-core) | package(reader-obs)";
 
 fn unit() -> Result<(), Fail> {
     run(

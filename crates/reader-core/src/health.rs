@@ -47,6 +47,38 @@ impl Health {
     }
 }
 
+/// Something that can tell a reader's health (implemented by the reader's shared state).
+pub(crate) trait HealthView: Send + Sync + 'static {
+    fn snapshot(&self) -> Health;
+}
+
+/// A cloneable handle to one reader's health; see
+/// [`DataReader::health_handle`](crate::DataReader::health_handle).
+#[derive(Clone)]
+pub struct HealthHandle(std::sync::Arc<dyn HealthView>);
+
+impl HealthHandle {
+    pub(crate) fn new(view: std::sync::Arc<dyn HealthView>) -> Self {
+        Self(view)
+    }
+
+    /// The reader's health now.
+    #[must_use]
+    pub fn snapshot(&self) -> Health {
+        self.0.snapshot()
+    }
+}
+
+impl std::fmt::Debug for HealthHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let h = self.snapshot();
+        f.debug_struct("HealthHandle")
+            .field("source", &h.source)
+            .field("state", &h.state)
+            .finish()
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct HealthInner {
     pub(crate) last_success: Option<SystemTime>,

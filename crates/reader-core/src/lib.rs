@@ -77,7 +77,7 @@ pub use connector::{BoxConnector, BoxReader, Connector, Reader, SessionContext};
 pub use error::{Classify, ErrorClass, ErrorKind, Exhausted, ReadError};
 pub use events::{EventKind, EventSink, ReaderEvent};
 pub use flaky::{FlakyConfig, FlakyDetector};
-pub use health::{Health, LastError};
+pub use health::{Health, HealthHandle, LastError};
 pub use message::{Delivery, Message};
 pub use position::{Checkpoint, Lane, Position, StreamId};
 pub use reader::{DataReader, DataReaderBuilder, ShutdownReport};

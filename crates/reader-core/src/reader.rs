@@ -18,7 +18,7 @@ use crate::config::ReaderConfig;
 use crate::connector::{Connector, Reader};
 use crate::error::{ErrorKind, ReadError};
 use crate::events::{EventKind, ReaderEvent};
-use crate::health::Health;
+use crate::health::{Health, HealthHandle, HealthView};
 use crate::message::Delivery;
 use crate::position::{Checkpoint, Position};
 use crate::reconnector::{Established, Outage, Reconnector};
@@ -69,6 +69,28 @@ pub(crate) struct Shared<C: Connector> {
     aborts: Mutex<Vec<AbortHandle>>,
     stop: CancellationToken,
     started: AtomicBool,
+}
+
+impl<C: Connector> Shared<C> {
+    fn health(&self) -> Health {
+        let h = lock(&self.rc.health);
+        Health {
+            source: self.rc.source().to_string(),
+            backend: self.rc.connector().backend(),
+            state: self.rc.state(),
+            last_success: h.last_success,
+            last_error: h.last_error.clone(),
+            last_ping: h.last_ping,
+            unacked: self.acks.unacked(),
+            sessions: self.rc.sessions(),
+        }
+    }
+}
+
+impl<C: Connector> HealthView for Shared<C> {
+    fn snapshot(&self) -> Health {
+        self.health()
+    }
 }
 
 /// Builds a [`DataReader`].
@@ -244,17 +266,14 @@ impl<C: Connector> DataReader<C> {
     /// A health snapshot.
     #[must_use]
     pub fn health(&self) -> Health {
-        let h = lock(&self.sh.rc.health);
-        Health {
-            source: self.source().to_owned(),
-            backend: self.backend(),
-            state: self.state(),
-            last_success: h.last_success,
-            last_error: h.last_error.clone(),
-            last_ping: h.last_ping,
-            unacked: self.sh.acks.unacked(),
-            sessions: self.sh.rc.sessions(),
-        }
+        self.sh.health()
+    }
+
+    /// A cheap, cloneable handle that gives this reader's health snapshot from anywhere
+    /// (a health endpoint), for as long as the handle lives, without owning the reader.
+    #[must_use]
+    pub fn health_handle(&self) -> HealthHandle {
+        HealthHandle::new(self.sh.clone())
     }
 
     /// Start reading. Returns the stream of deliveries; it ends when `token` is cancelled,
