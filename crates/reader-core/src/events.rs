@@ -72,7 +72,10 @@ pub struct EventSink {
 }
 
 impl EventSink {
-    pub(crate) fn new(source: Arc<str>, backend: &'static str) -> Self {
+    /// A sink for one source (the Reconnector makes one per reader; tools that open a
+    /// session by hand, like `unireader check`, make their own).
+    #[must_use]
+    pub fn new(source: Arc<str>, backend: &'static str) -> Self {
         let (tx, _) = broadcast::channel(256);
         Self {
             source,

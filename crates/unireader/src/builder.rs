@@ -35,7 +35,7 @@ fn scheme_of(url: &str) -> Result<String, ReadError> {
 }
 
 /// Shows a URL with any password replaced by `***`.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) if u.password().is_some() => {
             let _ = u.set_password(Some("***"));

@@ -46,6 +46,8 @@
 #![forbid(unsafe_code)]
 
 mod builder;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod merge;
 
 pub use builder::{connector_from_url, default_retry, from_url, Source, SourceBuilder};
