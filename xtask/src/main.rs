@@ -6,9 +6,11 @@
 //! cargo xtask unit                              tests that need no server
 //! cargo xtask integ [NEXTEST ARGS…]             servers up, then every test of the workspace
 //! cargo xtask ci                                fmt, clippy -D warnings, servers, all tests, doc tests
+//! cargo xtask demo                              one reader over Redis, Kafka and MongoDB, through a kill -9
 //! ```
 #![forbid(unsafe_code)]
 
+mod demo;
 mod install;
 mod run;
 mod servers;
@@ -30,6 +32,7 @@ commands:
   unit                    the tests that need no server (fast)
   integ [ARGS…]           servers up, then every test of the workspace (ARGS go to nextest)
   ci                      fmt --check, clippy -D warnings, servers up, all tests, doc tests
+  demo                    servers up, sample data, ONE reader over all three, mongod killed mid-way
 
 ports: UNIREADER_REDIS_PORT (16379), UNIREADER_MONGO_PORT (27117), UNIREADER_KAFKA_PORT (19092)
 tools: UNIREADER_TOOLS (~/.cache/unireader) holds mongod's venv and the tansu build";
@@ -91,6 +94,7 @@ async fn dispatch(args: &[String]) -> Result<(), Fail> {
             integ(rest)
         }
         ["ci"] => ci().await,
+        ["demo"] => demo::demo().await,
         ["help" | "--help" | "-h"] | [] => {
             println!("{USAGE}");
             Ok(())
