@@ -47,7 +47,12 @@ struct ReadState {
     /// Keys whose claim pass is done.
     claim_done: Vec<bool>,
     next_claim: Instant,
+    /// When the pending-entries gauge is refreshed next.
+    next_gauge: Instant,
 }
+
+/// How often the `unireader_redis_pending_entries` gauge is refreshed.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// One session of a Streams reader. See the module docs.
 pub struct StreamsReader {
@@ -118,6 +123,7 @@ impl StreamsReader {
                 claim: vec!["0-0".to_owned(); n],
                 claim_done: vec![false; n],
                 next_claim,
+                next_gauge: next_claim,
             }),
         })
     }
@@ -415,9 +421,35 @@ impl StreamsReader {
         Ok(Some(msgs))
     }
 
+    /// Refresh the pending-entries gauge (`XPENDING key group`, summed over the keys).
+    async fn gauge(&self, st: &mut ReadState) -> Result<(), ReadError> {
+        if Instant::now() < st.next_gauge {
+            return Ok(());
+        }
+        st.next_gauge = Instant::now() + GAUGE_INTERVAL;
+        let mut total = 0;
+        for key in &self.keys {
+            let r: Result<Value, _> = self
+                .ctl
+                .xpending(key.as_ref(), self.s.group.as_str(), ())
+                .await;
+            match r {
+                Ok(Value::Array(v)) => total += v.first().and_then(entry::int_of).unwrap_or(0),
+                Ok(_) => {}
+                // Healed on the read path.
+                Err(e) if is_nogroup(&e) => {}
+                Err(e) => return Err(self.fail(&e, &format!("XPENDING {key}"))),
+            }
+        }
+        let l = reader_core::metrics::labels(&self.ctx.source, "redis");
+        metrics::gauge!(reader_core::metrics::REDIS_PENDING_ENTRIES, &l).set(total as f64);
+        Ok(())
+    }
+
     async fn fetch_inner(&self, max: usize, wait: Duration) -> Result<Vec<Message>, ReadError> {
         self.alive()?;
         let mut st = self.state.lock().await;
+        self.gauge(&mut st).await?;
         let count = (max as u64).clamp(1, self.s.count);
         if let Some(msgs) = self.claim(&mut st, max).await? {
             if !msgs.is_empty() || !st.claim_done.iter().all(|d| *d) {

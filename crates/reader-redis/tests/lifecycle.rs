@@ -361,6 +361,20 @@ async fn pubsub_resubscribes_after_a_restart_and_reports_the_gap() {
     let d = next(&mut s).await.unwrap().unwrap();
     assert_eq!(&d.payload()[..], b"before");
     assert_eq!(d.message().key.as_deref(), Some(chan.as_bytes()));
+    // PING works on a subscribed connection: the health ping succeeds and the session stays.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while r.health().last_ping.is_none() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("no successful ping within 10 s");
+    assert_eq!(r.state(), ConnState::Ready);
+    let sessions = r.health().sessions;
+    assert_eq!(
+        sessions, 1,
+        "the ping must not replace a healthy subscriber session"
+    );
     srv.kill();
     srv.restart().await.expect("restart");
     let gap = event_of(&mut events, EventKind::Gap).await;
@@ -375,5 +389,66 @@ async fn pubsub_resubscribes_after_a_restart_and_reports_the_gap() {
     }
     got.sort();
     assert_eq!(got, ["after", "by-pattern"]);
+    r.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_connection_is_detected_and_replaced() {
+    let srv = own_redis().await;
+    let proxy = testkit::FaultProxy::start(srv.host_port())
+        .await
+        .expect("proxy");
+    let key = unique("halfopen");
+    let url = format!(
+        "redis://{}?stream={key}&group=g&consumer=c&start=0&command_timeout_ms=1000&connect_timeout_ms=500",
+        proxy.addr()
+    );
+    let w = raw(&srv.host_port()).await;
+    let r = reader(&url, "halfopen", |c| {
+        c.ping_interval = Duration::from_millis(300);
+        c.ping_timeout = Duration::from_secs(1);
+        c.fetch_grace = Duration::from_secs(1);
+    });
+    let mut transitions = r.transitions();
+    let mut s = r.read(CancellationToken::new());
+    until_ready(&r).await;
+    for i in 1..=50 {
+        xadd(&w, &key, i, vec![("n", Value::Integer(i as i64))]).await;
+    }
+    let mut got = HashSet::new();
+    while got.len() < 50 {
+        let d = next(&mut s).await.unwrap().unwrap();
+        got.insert(ms_of(&d));
+        d.ack();
+    }
+    r.commit_now().await.unwrap();
+    // The peer stops answering without closing anything: only timeouts can tell.
+    let t0 = Instant::now();
+    proxy.set_blackhole(true);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if transitions.recv().await.unwrap().to == ConnState::Disconnected {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("a black-holed session was not declared dead within 10 s");
+    let detected = t0.elapsed();
+    proxy.set_blackhole(false);
+    for i in 51..=100 {
+        xadd(&w, &key, i, vec![("n", Value::Integer(i as i64))]).await;
+    }
+    while got.len() < 100 {
+        let d = next(&mut s).await.unwrap().unwrap();
+        got.insert(ms_of(&d));
+        d.ack();
+    }
+    let recovered = t0.elapsed();
+    println!(
+        "half-open: declared dead after {detected:.1?}, all 100 entries after {recovered:.1?}"
+    );
+    assert!(detected < Duration::from_secs(5), "{detected:?}");
+    assert_eq!(r.state(), ConnState::Ready);
     r.close().await;
 }
