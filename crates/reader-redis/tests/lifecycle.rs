@@ -452,3 +452,60 @@ async fn half_open_connection_is_detected_and_replaced() {
     assert_eq!(r.state(), ConnState::Ready);
     r.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_keys_and_pending_entries_come_back_after_a_cut() {
+    let srv = own_redis().await;
+    let proxy = testkit::FaultProxy::start(srv.host_port())
+        .await
+        .expect("proxy");
+    let (k1, k2) = (unique("multi-a"), unique("multi-b"));
+    let url = format!(
+        "redis://{}?stream={k1},{k2}&group=g&consumer=c&start=0",
+        proxy.addr()
+    );
+    let w = raw(&srv.host_port()).await;
+    for i in 1..=100 {
+        xadd(&w, &k1, i, vec![("n", Value::Integer(i as i64))]).await;
+        xadd(&w, &k2, i, vec![("n", Value::Integer(i as i64))]).await;
+    }
+    let r = reader(&url, "multi", |_| {});
+    let mut s = r.read(CancellationToken::new());
+    let mut first: HashSet<(String, u64)> = HashSet::new();
+    let mut unacked = HashSet::new();
+    let stream_of = |d: &reader_core::Delivery| match d.position() {
+        reader_core::Position::Stream { stream, id } => (stream.to_string(), id.ms),
+        p => panic!("{p}"),
+    };
+    while first.len() < 200 {
+        let d = next(&mut s).await.unwrap().unwrap();
+        let at = stream_of(&d);
+        if at.1 % 10 == 0 {
+            unacked.insert(at.clone()); // never acked in this session
+        } else {
+            d.ack();
+        }
+        first.insert(at);
+    }
+    assert!(first.iter().any(|(k, _)| *k == k1) && first.iter().any(|(k, _)| *k == k2));
+    r.commit_now().await.unwrap();
+    proxy.cut_all();
+    // The new session re-delivers this consumer's pending entries of both keys.
+    let mut again = HashSet::new();
+    while again.len() < unacked.len() {
+        let d = next(&mut s).await.unwrap().unwrap();
+        let at = stream_of(&d);
+        assert!(
+            unacked.contains(&at),
+            "{at:?} was acknowledged, yet delivered again"
+        );
+        again.insert(at);
+        d.ack();
+    }
+    assert_eq!(again, unacked);
+    assert!(
+        r.health().sessions >= 2,
+        "the cut must have replaced the session"
+    );
+    r.close().await;
+}
