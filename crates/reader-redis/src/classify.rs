@@ -67,6 +67,12 @@ fn facts(e: &FredError) -> (ErrorClass, ErrorKind) {
             _ => {}
         }
     }
+    // rustls reports a failed handshake as an io::Error (InvalidData) carrying its own error:
+    // an untrusted or mismatched certificate, or TLS spoken to a plaintext port, will not go
+    // away by retrying.
+    if matches!(e.kind(), FredKind::IO | FredKind::Tls) && is_tls_failure(details) {
+        return (Permanent, ErrorKind::Tls);
+    }
     match e.kind() {
         FredKind::IO | FredKind::Canceled | FredKind::Routing | FredKind::Backpressure => {
             (Transient, ErrorKind::Connection)
@@ -96,6 +102,21 @@ fn facts(e: &FredError) -> (ErrorClass, ErrorKind) {
         #[allow(unreachable_patterns)]
         _ => (Unknown, ErrorKind::Other),
     }
+}
+
+fn is_tls_failure(details: &str) -> bool {
+    const RUSTLS: &[&str] = &[
+        "InvalidCertificate",
+        "UnknownIssuer",
+        "NotValidForName",
+        "NoCertificatesPresented",
+        "PeerIncompatible",
+        "PeerMisbehaved",
+        "InvalidMessage",
+        "AlertReceived",
+        "HandshakeFailure",
+    ];
+    RUSTLS.iter().any(|name| details.contains(name))
 }
 
 #[cfg(test)]

@@ -22,8 +22,11 @@ pub(crate) fn builder(cfg: &RedisConfig) -> Result<Builder, ReadError> {
         ..Config::default()
     };
     if cfg.tls {
-        let connector = TlsConnector::default_rustls()
-            .map_err(|e| classify_fred_error(&e, "loading the system's root certificates"))?;
+        let connector = match &cfg.tls_ca {
+            Some(path) => custom_ca(path)?,
+            None => TlsConnector::default_rustls()
+                .map_err(|e| classify_fred_error(&e, "loading the system's root certificates"))?,
+        };
         c.tls = Some(TlsConfig {
             connector,
             hostnames: TlsHostMapping::DefaultHost,
@@ -44,6 +47,41 @@ pub(crate) fn builder(cfg: &RedisConfig) -> Result<Builder, ReadError> {
         p.broadcast_channel_capacity = 8192;
     });
     Ok(b)
+}
+
+/// A rustls connector trusting only the CA certificates of the PEM file at `path`.
+fn custom_ca(path: &std::path::Path) -> Result<TlsConnector, ReadError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let shown = path.display();
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path).map_err(|e| {
+        ReadError::config(format!("redis: option `tls_ca`: cannot read {shown}: {e}"))
+    })?;
+    for cert in certs {
+        let cert = cert.map_err(|e| {
+            ReadError::config(format!(
+                "redis: option `tls_ca`: {shown} is not valid PEM: {e}"
+            ))
+        })?;
+        roots.add(cert).map_err(|e| {
+            ReadError::config(format!(
+                "redis: option `tls_ca`: a certificate of {shown} was refused: {e}"
+            ))
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(ReadError::config(format!(
+            "redis: option `tls_ca`: {shown} holds no certificate"
+        )));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ReadError::config(format!("redis: TLS set-up: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(config))
 }
 
 /// Connect `client`, bounded; the handle ends when the connection does.

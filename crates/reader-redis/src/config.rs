@@ -28,6 +28,8 @@
 //! Both:
 //!   connect_timeout_ms=N   TCP connect + TLS + AUTH/SELECT (default 5000)
 //!   command_timeout_ms=N   every command except the blocking read (default 5000)
+//!   tls_ca=PATH            rediss:// only: trust the CA certificates of this PEM file
+//!                          instead of the system's roots
 //! ```
 //!
 //! `rediss://` uses TLS (rustls with the system's root certificates). A URL has either
@@ -174,6 +176,8 @@ pub struct RedisConfig {
     pub connect_timeout: Duration,
     /// Bound of every command but the blocking read.
     pub command_timeout: Duration,
+    /// With TLS: a PEM file of CA certificates to trust instead of the system's roots.
+    pub tls_ca: Option<std::path::PathBuf>,
     /// What is read.
     pub mode: Mode,
 }
@@ -261,6 +265,7 @@ impl RedisConfig {
                 db: None,
                 connect_timeout: Duration::from_secs(5),
                 command_timeout: Duration::from_secs(5),
+                tls_ca: None,
                 mode: Mode::PubSub(PubSubConfig::default()),
             },
             streams: None,
@@ -363,6 +368,7 @@ impl RedisConfig {
                 "command_timeout_ms" => {
                     b = b.command_timeout(Duration::from_millis(number(k, v)?));
                 }
+                "tls_ca" => b = b.tls_ca(v),
                 other => {
                     return Err(ReadError::config(format!(
                         "redis URL {shown}: unknown query parameter `{other}`"
@@ -485,6 +491,11 @@ impl RedisConfig {
         if self.connect_timeout.is_zero() {
             return Err(ReadError::config(
                 "redis: option `connect_timeout` must be more than 0 (a dead server would hang)",
+            ));
+        }
+        if self.tls_ca.is_some() && !self.tls {
+            return Err(ReadError::config(
+                "redis: option `tls_ca` needs TLS (rediss://)",
             ));
         }
         if self.command_timeout.is_zero() {
@@ -623,6 +634,11 @@ impl RedisConfigBuilder {
     /// Bound of every command but the blocking read.
     pub fn command_timeout(mut self, d: Duration) -> Self {
         self.cfg.command_timeout = d;
+        self
+    }
+    /// Trust the CA certificates of this PEM file (TLS) instead of the system's roots.
+    pub fn tls_ca(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.cfg.tls_ca = Some(path.into());
         self
     }
     /// Read these stream keys in consumer group `group` (at-least-once).
@@ -859,6 +875,10 @@ mod tests {
                 "`command_timeout`",
             ),
             ("redis://u:hunter22@h?stream=,&group=g", "names no key"),
+            (
+                "redis://u:hunter22@h?stream=k&group=g&tls_ca=/x.pem",
+                "`tls_ca` needs TLS",
+            ),
         ];
         for (url, want) in cases {
             let e = err(url);
