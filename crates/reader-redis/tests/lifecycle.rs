@@ -509,3 +509,52 @@ async fn two_keys_and_pending_entries_come_back_after_a_cut() {
     );
     r.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_entries_deleted_from_the_stream_are_acked_away() {
+    let srv = own_redis().await;
+    let proxy = testkit::FaultProxy::start(srv.host_port())
+        .await
+        .expect("proxy");
+    let key = unique("deleted");
+    let url = format!(
+        "redis://{}?stream={key}&group=g&consumer=c&start=0",
+        proxy.addr()
+    );
+    let w = raw(&srv.host_port()).await;
+    for i in 1..=10 {
+        xadd(&w, &key, i, vec![("n", Value::Integer(i as i64))]).await;
+    }
+    let r = reader(&url, "deleted", |_| {});
+    let mut events = r.events();
+    let mut s = r.read(CancellationToken::new());
+    let mut held = Vec::new();
+    for _ in 1..=10 {
+        held.push(next(&mut s).await.unwrap().unwrap()); // none acked: all 10 pending
+    }
+    // Three of them vanish from the stream while pending; then the session is replaced.
+    let _: Value = w
+        .xdel(key.as_str(), vec!["2-1", "5-1", "9-1"])
+        .await
+        .unwrap();
+    proxy.cut_all();
+    let dropped = event_of(&mut events, EventKind::PendingDropped).await;
+    assert!(dropped.detail.contains("2-1 5-1 9-1"), "{}", dropped.detail);
+    // The other seven are delivered again, the deleted ones never.
+    let mut again = Vec::new();
+    while again.len() < 7 {
+        let d = next(&mut s).await.unwrap().unwrap();
+        again.push(ms_of(&d));
+        d.ack();
+    }
+    again.sort_unstable();
+    assert_eq!(again, [1, 3, 4, 6, 7, 8, 10]);
+    drop(held);
+    r.close().await;
+    let pending: Value = w.xpending(key.as_str(), "g", ()).await.unwrap();
+    let count = match pending {
+        Value::Array(v) => v[0].as_u64().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(count, 0, "deleted entries do not stay pending forever");
+}
