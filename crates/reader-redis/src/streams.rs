@@ -492,7 +492,8 @@ impl StreamsReader {
             self.remember(&key, &msgs);
             return Ok(msgs);
         }
-        // New entries, blocking on the read connection.
+        // New entries, blocking on the read connection. COUNT applies per key: share `max`.
+        let count = (count / self.keys.len() as u64).max(1);
         let block = wait.min(self.s.block).max(Duration::from_millis(1));
         let opts = Options {
             timeout: Some(block + self.cfg.command_timeout),
