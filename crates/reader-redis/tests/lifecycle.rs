@@ -558,3 +558,58 @@ async fn pending_entries_deleted_from_the_stream_are_acked_away() {
     };
     assert_eq!(count, 0, "deleted entries do not stay pending forever");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_reports_one_gap_per_reconnect() {
+    let srv = own_redis().await;
+    let proxy = testkit::FaultProxy::start(srv.host_port())
+        .await
+        .expect("proxy");
+    let chan = unique("gaps");
+    let url = format!("redis://{}?channel={chan}", proxy.addr());
+    let r = reader(&url, "gaps", |_| {});
+    let mut events = r.events();
+    let mut s = r.read(CancellationToken::new());
+    let publisher = raw(&srv.host_port()).await;
+    let mut gaps = 0;
+    for round in 0..4 {
+        if round > 0 {
+            proxy.cut_all();
+            event_of(&mut events, EventKind::Gap).await;
+            gaps += 1;
+        }
+        // Publish until this session's subscription receives it.
+        let body = format!("round {round}");
+        let got = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let _: i64 = publisher
+                    .publish(chan.as_str(), body.as_str())
+                    .await
+                    .unwrap();
+                if let Ok(Some(d)) =
+                    tokio::time::timeout(Duration::from_millis(100), s.recv()).await
+                {
+                    let d = d.unwrap();
+                    if d.payload()[..] == *body.as_bytes() {
+                        return;
+                    }
+                }
+            }
+        })
+        .await;
+        assert!(
+            got.is_ok(),
+            "round {round}: nothing received after the reconnect"
+        );
+    }
+    while let Ok(e) = events.try_recv() {
+        if e.kind == EventKind::Gap {
+            gaps += 1;
+        }
+    }
+    assert_eq!(
+        gaps, 3,
+        "one gap event per reconnect, none for the first session"
+    );
+    r.close().await;
+}
