@@ -6,7 +6,7 @@
 //! cargo xtask unit                              tests that need no server
 //! cargo xtask integ [NEXTEST ARGS…]             servers up, then every test of the workspace
 //! cargo xtask ci                                fmt, clippy -D warnings, servers, all tests, doc tests
-//! cargo xtask demo                              one reader over Redis, Kafka and MongoDB, through a kill -9
+//! cargo xtask demo                              one reader over Redis, Kafka and MongoDB, through a kill -9 of the broker
 //! ```
 #![forbid(unsafe_code)]
 
@@ -32,7 +32,7 @@ commands:
   unit                    the tests that need no server (fast)
   integ [ARGS…]           servers up, then every test of the workspace (ARGS go to nextest)
   ci                      fmt --check, clippy -D warnings, servers up, all tests, doc tests
-  demo                    servers up, sample data, ONE reader over all three, mongod killed mid-way
+  demo                    servers up, sample data, ONE reader over all three, a broker killed mid-way
 
 ports: UNIREADER_REDIS_PORT (16379), UNIREADER_MONGO_PORT (27117), UNIREADER_KAFKA_PORT (19092)
 tools: UNIREADER_TOOLS (~/.cache/unireader) holds mongod's venv and the tansu build";

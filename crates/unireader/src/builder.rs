@@ -49,6 +49,7 @@ pub(crate) fn redact(url: &str) -> String {
     }
 }
 
+#[allow(dead_code)] // used only when a backend feature is off
 fn feature_off(scheme: &str, feature: &str) -> ReadError {
     ReadError::config(format!(
         "`{scheme}://` URLs need the `{feature}` feature of unireader, which this build does not enable"
