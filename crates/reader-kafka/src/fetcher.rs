@@ -104,7 +104,53 @@ pub(crate) async fn resolve(
         // No record at or after the timestamp: the end of the log.
         return Box::pin(resolve(client, StartAt::Latest, timeout, missing_permanent)).await;
     }
+    if let StartAt::Timestamp(ms) = to {
+        if !timestamp_answer_holds(client, offset, ms, timeout, missing_permanent).await? {
+            tracing::warn!(
+                topic = client.topic(),
+                partition = client.partition(),
+                offset,
+                "the broker answered ListOffsets by timestamp with a record older than asked; \
+                 no record is that new, so reading starts at the end of the log"
+            );
+            return Box::pin(resolve(client, StartAt::Latest, timeout, missing_permanent)).await;
+        }
+    }
     Ok(offset)
+}
+
+/// Whether the record at `offset` (the broker's answer to "first record at or after `ms`")
+/// really is that new. By definition it must be; some brokers (tansu 0.6.0) answer offset 0
+/// instead of -1 when no record is new enough, which would replay the whole partition.
+/// An answer at the end of the log (no record there yet) holds.
+async fn timestamp_answer_holds(
+    client: &PartitionClient,
+    offset: i64,
+    ms: i64,
+    timeout: Duration,
+    missing_permanent: bool,
+) -> Result<bool, ReadError> {
+    let what = format!(
+        "checking the ListOffsets answer {offset} of {}/{}",
+        client.topic(),
+        client.partition()
+    );
+    match tokio::time::timeout(timeout, client.fetch_records(offset, 1..64 * 1024, 0)).await {
+        Ok(Ok((records, _))) => Ok(records
+            .iter()
+            .find(|r| r.offset >= offset)
+            .is_none_or(|r| r.record.timestamp.timestamp_millis() >= ms)),
+        // Out of range: the answer is the end (or the start moved); trust it.
+        Ok(Err(RsError::ServerError {
+            protocol_error: ProtocolError::OffsetOutOfRange,
+            ..
+        })) => Ok(true),
+        Ok(Err(e)) => Err(classify_rskafka(&e, &what, missing_permanent)),
+        Err(_) => Err(ReadError::transient(
+            ErrorKind::Timeout,
+            format!("{what}: no answer within {timeout:?}"),
+        )),
+    }
 }
 
 fn to_message(topic: &Arc<str>, partition: i32, r: RecordAndOffset) -> Message {

@@ -324,11 +324,10 @@ impl GroupSignal {
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let replace = match (&*g, &sig) {
-            (None, _) => true,
-            (Some(Signal::Rebalance { .. }), Signal::Failed(_)) => true,
-            _ => false,
-        };
+        let replace = matches!(
+            (&*g, &sig),
+            (None, _) | (Some(Signal::Rebalance { .. }), Signal::Failed(_))
+        );
         if replace {
             *g = Some(sig);
         }
