@@ -1,5 +1,6 @@
 //! The Reconnector and DataReader against the scripted connector, on tokio's paused clock:
 //! backoff arithmetic is exact and tests take no wall time.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::Duration;
