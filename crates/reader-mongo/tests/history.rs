@@ -1,5 +1,5 @@
-//! A resume token older than the oplog (a real roll-over on a mongod of our own with a 1 MB
-//! oplog), and a standalone mongod: both must surface at once, never loop.
+//! On mongods of our own: a resume token older than the oplog (a real roll-over with a 1 MB
+//! oplog), a standalone mongod, and a wrong password: each must surface at once, never loop.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
@@ -150,6 +150,75 @@ async fn a_token_older_than_the_oplog_follows_the_policy() {
         "restart_now: gap event \"{}\"; then 10 new events delivered",
         gap.detail
     );
+
+    // 4. restart_at a time still in the oplog: a gap event, then the events from that time.
+    let name = "hist_restart_at_ok";
+    store
+        .save(name, &checkpoint_of(stale.clone()))
+        .await
+        .unwrap();
+    // The second after the oldest oplog entry's (a restart time of `T.0` in the oldest
+    // entry's own second would precede it, and be lost too), once the server's clock has
+    // passed it: small writes elsewhere show the server's time.
+    let since = oplog_start(&w).await.time + 1;
+    for i in 0.. {
+        assert!(i < 100, "the server's clock did not pass {since}");
+        let hello = w
+            .database("admin")
+            .run_command(doc! { "hello": 1 })
+            .await
+            .unwrap();
+        let last = hello
+            .get_document("lastWrite")
+            .and_then(|l| l.get_document("opTime"))
+            .and_then(|o| o.get_timestamp("ts"))
+            .expect("hello.lastWrite.opTime.ts");
+        if last.time >= since {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        w.database(db)
+            .collection::<Document>("tick")
+            .insert_one(doc! { "i": i })
+            .await
+            .unwrap();
+    }
+    let r = reader(
+        &with_params(&url, &format!("on_history_lost=restart_at:{since}")),
+        name,
+        store.clone(),
+        |_| {},
+    );
+    let mut events = r.events();
+    let mut s = r.read(reader_core::CancellationToken::new());
+    let gap = tokio::select! {
+        gap = event_of(&mut events, EventKind::Gap) => gap,
+        item = next(&mut s) => panic!("a stream item before the gap event: {item:?}"),
+    };
+    assert!(
+        gap.detail.contains(&format!("cluster time {since}")),
+        "{}",
+        gap.detail
+    );
+    until_ready(&r).await;
+    insert_ids(&w, db, coll, 2000..2010).await;
+    // From `since` on: maybe the last of 1000..1010 (written in that same second), then all
+    // of 2000..2010, in order.
+    let mut got = Vec::new();
+    while got.last() != Some(&2009) {
+        let d = next(&mut s).await.unwrap().unwrap();
+        got.push(id_of(&d));
+        d.ack();
+    }
+    let tail: Vec<i64> = got.iter().copied().filter(|i| *i >= 2000).collect();
+    assert_eq!(tail, (2000..2010).collect::<Vec<_>>(), "{got:?}");
+    assert!(
+        got.iter().all(|i| (1000..1010).contains(i) || *i >= 2000) && got.is_sorted(),
+        "only events at or after the restart time, in order: {got:?}"
+    );
+    assert_eq!(r.health().sessions, 1);
+    r.close().await;
+    println!("restart_at:{since}: gap event, then {got:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,4 +248,63 @@ async fn a_standalone_mongod_is_a_permanent_error_that_explains() {
     assert_eq!(r.health().sessions, 1);
     r.close().await;
     println!("standalone: {msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_a_permanent_auth_error_that_never_shows_it() {
+    let srv = Server::mongod(MongoOpts {
+        replica_set: false,
+        extra_args: vec!["--auth".into()],
+        ..MongoOpts::default()
+    })
+    .await
+    .expect("own mongod with --auth");
+    // The localhost exception lets the first user be created without credentials.
+    writer(&srv.url())
+        .await
+        .database("admin")
+        .run_command(doc! { "createUser": "bob", "pwd": "right-pa55word", "roles": ["root"] })
+        .await
+        .unwrap();
+    let secret = "wr0ng-pa55word";
+    let url = format!(
+        "mongodb://bob:{secret}@{}/?directConnection=true&database=db&collection=c",
+        srv.host_port()
+    );
+    let r = reader(&url, "auth", Arc::new(MemoryCheckpointStore::new()), |_| {});
+    let shown = format!(
+        "{:?} {}",
+        r.connector(),
+        reader_core::Connector::describe(r.connector())
+    );
+    assert!(!shown.contains(secret), "{shown}");
+    assert!(shown.contains("bob:***@"), "{shown}");
+    let mut s = r.read(reader_core::CancellationToken::new());
+    let e = next(&mut s)
+        .await
+        .expect("an error item")
+        .expect_err("must fail");
+    assert!(e.is_permanent(), "{e}");
+    assert_eq!(e.kind(), ErrorKind::Auth, "{e}");
+    let msg = format!("{e} {e:?}");
+    assert!(!msg.contains(secret), "the password leaked: {msg}");
+    assert!(next(&mut s).await.is_none());
+    assert_eq!(r.health().sessions, 1, "auth failures are not retried");
+    let health = format!("{:?}", r.health());
+    assert!(!health.contains(secret), "{health}");
+    r.close().await;
+
+    // The checkpoint store redacts too.
+    let store_url = format!(
+        "mongodb://bob:{secret}@{}/?directConnection=true",
+        srv.host_port()
+    );
+    let store = reader_mongo::MongoCheckpointStore::connect(&store_url, "db", "ckpt")
+        .await
+        .unwrap();
+    let e = store.load("x").await.unwrap_err();
+    let msg = format!("{e} {e:?} {store:?}");
+    assert!(e.is_permanent(), "{e}");
+    assert!(!msg.contains(secret), "{msg}");
+    println!("auth: {e}");
 }

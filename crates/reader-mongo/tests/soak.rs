@@ -83,9 +83,7 @@ async fn consume(mut s: ReadStream, progress: watch::Sender<i64>, dups: Arc<Atom
 /// ordered and journaled).
 async fn write_all(url: String, mut progress: watch::Receiver<i64>) -> u64 {
     let client = writer(&url).await;
-    let coll = client
-        .database("soak")
-        .collection::<Document>("events");
+    let coll = client.database("soak").collection::<Document>("events");
     let wc = WriteConcern::builder()
         .w(Acknowledgment::Majority)
         .journal(true)
@@ -106,12 +104,23 @@ async fn write_all(url: String, mut progress: watch::Receiver<i64>) -> u64 {
         let mut missing: Vec<i64> = (next..end).collect();
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            let docs: Vec<Document> = missing.iter().map(|i| doc! { "_id": *i, "n": *i }).collect();
-            if coll.insert_many(docs).write_concern(wc.clone()).await.is_ok() {
+            let docs: Vec<Document> = missing
+                .iter()
+                .map(|i| doc! { "_id": *i, "n": *i })
+                .collect();
+            if coll
+                .insert_many(docs)
+                .write_concern(wc.clone())
+                .await
+                .is_ok()
+            {
                 break;
             }
             retries += 1;
-            assert!(Instant::now() < deadline, "the writer could not insert for 120 s");
+            assert!(
+                Instant::now() < deadline,
+                "the writer could not insert for 120 s"
+            );
             // Back off a little while the server restarts, then see what got in.
             tokio::time::sleep(Duration::from_millis(100)).await;
             let present: Result<Vec<Document>, _> = async {
@@ -123,8 +132,10 @@ async fn write_all(url: String, mut progress: watch::Receiver<i64>) -> u64 {
             }
             .await;
             if let Ok(present) = present {
-                let have: std::collections::HashSet<i64> =
-                    present.iter().filter_map(|d| d.get_i64("_id").ok()).collect();
+                let have: std::collections::HashSet<i64> = present
+                    .iter()
+                    .filter_map(|d| d.get_i64("_id").ok())
+                    .collect();
                 missing.retain(|i| !have.contains(i));
                 if missing.is_empty() {
                     break;
@@ -138,7 +149,9 @@ async fn write_all(url: String, mut progress: watch::Receiver<i64>) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_soak_50k_inserts_5_kills_5_cuts() {
-    let mut srv = Server::mongod(MongoOpts::default()).await.expect("own mongod");
+    let mut srv = Server::mongod(MongoOpts::default())
+        .await
+        .expect("own mongod");
     let proxy = FaultProxy::start(srv.host_port()).await.expect("proxy");
     // A short server selection timeout: the driver's own single resume gives up while mongod
     // restarts, so kills go through the Reconnector and a resume from the checkpoint.
@@ -247,7 +260,11 @@ async fn fault_soak_50k_inserts_5_kills_5_cuts() {
     dups_at_fault.push(dups.load(Ordering::Relaxed));
 
     let lost = stats.counts.iter().filter(|c| **c == 0).count();
-    let duplicates: u64 = stats.counts.iter().map(|c| u64::from(c.saturating_sub(1))).sum();
+    let duplicates: u64 = stats
+        .counts
+        .iter()
+        .map(|c| u64::from(c.saturating_sub(1)))
+        .sum();
     let per_fault: Vec<u64> = dups_at_fault.windows(2).map(|w| w[1] - w[0]).collect();
     println!("--- MongoDB fault soak ---");
     for line in &report {
@@ -267,10 +284,17 @@ async fn fault_soak_50k_inserts_5_kills_5_cuts() {
         shutdown.timed_out,
     );
     assert_eq!(lost, 0, "every inserted _id must be delivered");
-    assert_eq!(stats.order_violations, 0, "first deliveries must follow insert order");
+    assert_eq!(
+        stats.order_violations, 0,
+        "first deliveries must follow insert order"
+    );
     let window = u64::try_from(MAX_UNACKED + BUFFER).unwrap();
     for (i, d) in per_fault.iter().enumerate() {
-        assert!(*d <= window, "fault {}: {d} duplicates exceed the window {window}", i + 1);
+        assert!(
+            *d <= window,
+            "fault {}: {d} duplicates exceed the window {window}",
+            i + 1
+        );
     }
     assert!(!shutdown.timed_out);
     assert_eq!(r.live_tasks(), 0);
