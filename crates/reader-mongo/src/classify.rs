@@ -33,6 +33,8 @@ const TRANSIENT_CODES: &[i32] = &[
     10107, // NotWritablePrimary
     11600, // InterruptedAtShutdown
     11602, // InterruptedDueToReplStateChange
+    50738, // a getMore in another session than its cursor's: the driver lost the cursor's
+    // implicit session (e.g. a resume cut short); a new session heals it
     13388, // StaleConfig
     13435, // NotPrimaryNoSecondaryOk
     13436, // NotPrimaryOrSecondary
@@ -408,6 +410,7 @@ mod tests {
             (189, "PrimarySteppedDown"),
             (13436, "NotPrimaryOrSecondary"),
             (11602, "InterruptedDueToReplStateChange"),
+            (50738, "Location50738"),
         ] {
             let e = classify_mongo_error(&command(code, name, "node is going away"));
             assert_eq!(e.class(), ErrorClass::Transient, "{code}");

@@ -56,6 +56,12 @@ async fn pump(mut cs: ChangeStream<RawDocumentBuf>, tx: mpsc::Sender<Pumped>) {
             Ok(None) => Pumped::Idle(cs.resume_token().as_ref().and_then(token::from_driver)),
             Err(e) => Pumped::Failed(e),
         };
+        // An idle token matters only to a fetch that finds nothing else: while items wait
+        // unread (a consumer behind), skip it rather than queue up stale ones. Never skip
+        // or reorder anything else: an idle token must not overtake the events before it.
+        if matches!(item, Pumped::Idle(_)) && tx.capacity() < tx.max_capacity() {
+            continue;
+        }
         let last = matches!(item, Pumped::Failed(_) | Pumped::Closed);
         if tx.send(item).await.is_err() || last {
             return;
