@@ -308,3 +308,125 @@ async fn a_wrong_password_is_a_permanent_auth_error_that_never_shows_it() {
     assert!(!msg.contains(secret), "{msg}");
     println!("auth: {e}");
 }
+
+/// Roll the oplog of `w` past `ts` with padding writes to another collection.
+async fn roll_oplog_past(w: &mongodb::Client, db: &str, ts: mongodb::bson::Timestamp) -> i64 {
+    let pad = "x".repeat(4000);
+    let mut n = 0_i64;
+    while oplog_start(w).await <= ts {
+        assert!(n < 400_000, "the oplog never rolled over");
+        let docs: Vec<Document> = (n..n + 200)
+            .map(|i| doc! { "_id": format!("{i}-{}", ts.increment), "pad": &pad })
+            .collect();
+        w.database(db)
+            .collection::<Document>("pad")
+            .insert_many(docs)
+            .await
+            .unwrap();
+        n += 200;
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_falls_off_the_oplog_mid_stream_follows_the_policy() {
+    let srv = Server::mongod(MongoOpts {
+        oplog_size_mb: 1,
+        extra_args: vec!["--syncdelay".into(), "1".into()],
+        ..MongoOpts::default()
+    })
+    .await
+    .expect("own mongod");
+    let w = writer(&srv.url()).await;
+    let (db, coll) = ("midstream", "watched");
+    let url = with_params(
+        &srv.url(),
+        &format!("database={db}&collection={coll}&on_history_lost=restart_now"),
+    );
+    let r = reader(
+        &url,
+        "midstream",
+        Arc::new(MemoryCheckpointStore::new()),
+        |c| c.max_unacked = 10,
+    );
+    let mut events = r.events();
+    let mut s = r.read(reader_core::CancellationToken::new());
+    until_ready(&r).await;
+    // More events than the reader holds (10 unacked) plus what its session reads ahead
+    // (512): the session stops sending getMores, its server cursor stays behind…
+    insert_ids(&w, db, coll, 0..1000).await;
+    let mut held = Vec::new();
+    for want in 0..10 {
+        let d = next(&mut s).await.unwrap().unwrap();
+        assert_eq!(id_of(&d), want);
+        held.push(d);
+    }
+    let hello = w
+        .database("admin")
+        .run_command(doc! { "hello": 1 })
+        .await
+        .unwrap();
+    let last = hello
+        .get_document("lastWrite")
+        .and_then(|l| l.get_document("opTime"))
+        .and_then(|o| o.get_timestamp("ts"))
+        .expect("hello.lastWrite.opTime.ts");
+    // …and the oplog rolls past it.
+    let t0 = Instant::now();
+    let n = roll_oplog_past(&w, db, last).await;
+    println!(
+        "oplog rolled past the held cursor after {n} padding inserts in {:?}",
+        t0.elapsed()
+    );
+    insert_ids(&w, db, coll, 5000..5010).await;
+
+    // Acknowledge and read on: what the session had read is delivered, in order; then its
+    // getMore fails with history lost; the policy reopens from now with a gap event.
+    for d in held.drain(..) {
+        d.ack();
+    }
+    let mut got: Vec<i64> = (0..10).collect();
+    let gap = loop {
+        let d = tokio::select! {
+            biased;
+            gap = event_of(&mut events, EventKind::Gap) => break gap,
+            item = next(&mut s) => item.expect("open").expect("no error may surface"),
+        };
+        let id = id_of(&d);
+        assert_eq!(
+            id,
+            i64::try_from(got.len()).unwrap(),
+            "in order, none skipped"
+        );
+        assert!(id < 1000, "{id}: a later event before the gap");
+        got.push(id);
+        d.ack();
+    };
+    assert!(
+        gap.detail.contains("older than the oplog"),
+        "{}",
+        gap.detail
+    );
+    // From now on: the events written after the restart.
+    until_ready(&r).await;
+    insert_ids(&w, db, coll, 6000..6005).await;
+    let mut after = Vec::new();
+    while after.last() != Some(&6004) {
+        let d = next(&mut s).await.unwrap().unwrap();
+        after.push(id_of(&d));
+        d.ack();
+    }
+    assert!(
+        after.iter().all(|i| *i >= 6000 || (5000..5010).contains(i)),
+        "{after:?}"
+    );
+    let sessions = r.health().sessions;
+    assert!(sessions <= 3, "one reopen, no loop: {sessions} sessions");
+    r.close().await;
+    println!(
+        "mid-stream: delivered {} of 1000 in order (what the session had read) before its cursor fell off the oplog; gap event \
+         \"{}\"; then {after:?}; sessions {sessions}",
+        got.len(),
+        gap.detail
+    );
+}
