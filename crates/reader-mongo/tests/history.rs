@@ -316,7 +316,7 @@ async fn roll_oplog_past(w: &mongodb::Client, db: &str, ts: mongodb::bson::Times
     while oplog_start(w).await <= ts {
         assert!(n < 400_000, "the oplog never rolled over");
         let docs: Vec<Document> = (n..n + 200)
-            .map(|i| doc! { "_id": format!("{i}-{}", ts.increment), "pad": &pad })
+            .map(|i| doc! { "_id": format!("{i}-{}-{}", ts.time, ts.increment), "pad": &pad })
             .collect();
         w.database(db)
             .collection::<Document>("pad")
@@ -330,6 +330,7 @@ async fn roll_oplog_past(w: &mongodb::Client, db: &str, ts: mongodb::bson::Times
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_falls_off_the_oplog_mid_stream_follows_the_policy() {
+    // restart_now first, then fail (the default), on one mongod with a 1 MB oplog.
     let srv = Server::mongod(MongoOpts {
         oplog_size_mb: 1,
         extra_args: vec!["--syncdelay".into(), "1".into()],
@@ -429,4 +430,59 @@ async fn a_reader_that_falls_off_the_oplog_mid_stream_follows_the_policy() {
         got.len(),
         gap.detail
     );
+
+    // The same with the default policy (fail): the events the session had read, then one
+    // permanent error that explains, the end; no reconnect.
+    let coll = "watched_fail";
+    let r = reader(
+        &with_params(&srv.url(), &format!("database={db}&collection={coll}")),
+        "midstream_fail",
+        Arc::new(MemoryCheckpointStore::new()),
+        |c| c.max_unacked = 10,
+    );
+    let mut s = r.read(reader_core::CancellationToken::new());
+    until_ready(&r).await;
+    insert_ids(&w, db, coll, 0..1000).await;
+    let mut held = Vec::new();
+    for want in 0..10 {
+        let d = next(&mut s).await.unwrap().unwrap();
+        assert_eq!(id_of(&d), want);
+        held.push(d);
+    }
+    let hello = w
+        .database("admin")
+        .run_command(doc! { "hello": 1 })
+        .await
+        .unwrap();
+    let last = hello
+        .get_document("lastWrite")
+        .and_then(|l| l.get_document("opTime"))
+        .and_then(|o| o.get_timestamp("ts"))
+        .expect("hello.lastWrite.opTime.ts");
+    roll_oplog_past(&w, db, last).await;
+    for d in held.drain(..) {
+        d.ack();
+    }
+    let mut delivered = 10_i64;
+    let e = loop {
+        match next(&mut s).await.expect("an error item ends the stream") {
+            Ok(d) => {
+                assert_eq!(id_of(&d), delivered, "in order, none skipped");
+                delivered += 1;
+                d.ack();
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(e.is_permanent(), "{e}");
+    assert_eq!(e.kind(), ErrorKind::PositionLost, "{e}");
+    assert!(e.to_string().contains("cannot continue"), "{e}");
+    assert!(e.to_string().contains("on_history_lost=restart_now"), "{e}");
+    assert!(
+        next(&mut s).await.is_none(),
+        "the stream ends after the error"
+    );
+    assert_eq!(r.health().sessions, 1, "no retry");
+    r.close().await;
+    println!("mid-stream, fail: {delivered} delivered, then: {e}");
 }
