@@ -33,6 +33,8 @@ const TRANSIENT_CODES: &[i32] = &[
     10107, // NotWritablePrimary
     11600, // InterruptedAtShutdown
     11602, // InterruptedDueToReplStateChange
+    50738, // a getMore in another session than its cursor's: the driver lost the cursor's
+    // implicit session (e.g. a resume cut short); a new session heals it
     13388, // StaleConfig
     13435, // NotPrimaryNoSecondaryOk
     13436, // NotPrimaryOrSecondary
@@ -159,11 +161,18 @@ impl Facts {
         let Some(code) = self.code else {
             return false;
         };
-        if code == HISTORY_LOST || self.code_name == "ChangeStreamHistoryLost" {
+        // A cursor on the oplog (a capped collection) whose position was truncated away: a
+        // change stream's getMore that fell off the oplog mid-stream says this, not 286
+        // ("CollectionScan died due to failure to restore tailable cursor position").
+        if code == HISTORY_LOST
+            || code == CAPPED_POSITION_LOST
+            || self.code_name == "ChangeStreamHistoryLost"
+            || self.code_name == "CappedPositionLost"
+        {
             return true;
         }
         let m = self.message.to_ascii_lowercase();
-        (code == CHANGE_STREAM_FATAL || code == CAPPED_POSITION_LOST)
+        code == CHANGE_STREAM_FATAL
             && (m.contains("no longer be in the oplog")
                 || m.contains("resume token was not found")
                 || m.contains("resume point may no longer"))
@@ -171,8 +180,9 @@ impl Facts {
 }
 
 /// Whether `e` says the position to resume from is older than the oplog
-/// (`ChangeStreamHistoryLost`, 286; or 280/136 with "resume point may no longer be in the
-/// oplog" / "the resume token was not found").
+/// (`ChangeStreamHistoryLost`, 286; `CappedPositionLost`, 136, when a stream falls off the
+/// oplog mid-stream; or 280 with "resume point may no longer be in the oplog" / "the resume
+/// token was not found").
 #[must_use]
 pub fn is_history_lost(e: &Error) -> bool {
     Facts::of(e).is_history_lost()
@@ -408,6 +418,7 @@ mod tests {
             (189, "PrimarySteppedDown"),
             (13436, "NotPrimaryOrSecondary"),
             (11602, "InterruptedDueToReplStateChange"),
+            (50738, "Location50738"),
         ] {
             let e = classify_mongo_error(&command(code, name, "node is going away"));
             assert_eq!(e.class(), ErrorClass::Transient, "{code}");
@@ -494,6 +505,16 @@ mod tests {
         assert_eq!(
             (e.class(), e.kind()),
             (ErrorClass::Permanent, ErrorKind::Config)
+        );
+        let mid_stream = command(
+            136,
+            "CappedPositionLost",
+            "Executor error during getMore :: caused by :: CollectionScan died due to failure to restore tailable cursor position. Last seen record id: RecordId(7715232092346385402)",
+        );
+        assert!(is_history_lost(&mid_stream));
+        assert_eq!(
+            classify_mongo_error(&mid_stream).kind(),
+            ErrorKind::PositionLost
         );
         assert!(!is_history_lost(&command(
             43,

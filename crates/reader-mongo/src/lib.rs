@@ -22,11 +22,22 @@
 //! `ResumableChangeStreamError`), as the change-streams spec demands. When that one resume
 //! fails too, the error reaches the Reconnector, which opens a new session from the last
 //! committed token. A cut TCP connection is therefore often healed inside the driver without
-//! the reader noticing; a dead server is the Reconnector's.
+//! the reader noticing; a dead server is the Reconnector's. (That one resume waits for a
+//! server at most `server_selection_timeout`: a wait, not a second retry loop.)
+//!
+//! The driver's own resume is not cancellation safe, so no fetch ever cuts it short: each
+//! session's change stream is driven by a task of its own (aborted on close and drop) that
+//! reads at most 512 events ahead, and a fetch only waits on that task's channel.
 //!
 //! Every network call is bounded: server selection and connecting by
 //! [`MongoConfig::server_selection_timeout`] / [`MongoConfig::connect_timeout`], each command
 //! by [`MongoConfig::op_timeout`], each fetch by the reader's `fetch_wait`.
+//!
+//! ## Checkpoint age
+//! After each commit and each health ping the core sets
+//! `unireader_mongo_checkpoint_age_seconds{source,backend}`: now minus the cluster time of
+//! the last saved resume token. Alert on it well before it nears the oplog window; a quiet
+//! stream keeps it low through the post-batch resume token.
 //!
 //! ## History loss
 //! A token older than the oplog (`ChangeStreamHistoryLost`) is never retried in a loop: by

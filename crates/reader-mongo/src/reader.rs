@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::FutureExt;
 use mongodb::bson::{doc, RawDocumentBuf};
 use mongodb::change_stream::ChangeStream;
 use mongodb::Client;
 use reader_core::{ErrorKind, Message, Position, ReadError, Reader};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::classify::{classify_mongo_error, history_lost_message, Facts};
@@ -23,9 +24,54 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// What the pump task hands to `fetch`, in the order the change stream produced it.
+enum Pumped {
+    /// A change event, raw.
+    Event(RawDocumentBuf),
+    /// An empty `getMore`: the stream's post-batch resume token after it.
+    Idle(Option<Bytes>),
+    /// The change stream failed (the pump stops after this).
+    Failed(mongodb::error::Error),
+    /// The server closed the cursor (the pump stops after this).
+    Closed,
+}
+
+/// How many events the pump may read ahead of `fetch` (bounded memory, and backpressure:
+/// when it is full no `getMore` is sent).
+const PUMP_AHEAD: usize = 512;
+
+/// Drives the change stream to completion of every call, whatever `fetch` does.
+///
+/// The driver's `next_if_any` is not cancellation safe: when it resumes the stream by itself
+/// (after a network error) it moves the cursor's implicit session into the resume, and a
+/// caller that drops that future mid-resume (a fetch timing out) loses the session; the next
+/// `getMore` then runs in a new session and the server refuses it ("Cannot run getMore on
+/// cursor …, which was created in session …", code 50738). So the stream lives in a task of
+/// its own that always awaits each call to the end, and `fetch` only waits on a channel.
+async fn pump(mut cs: ChangeStream<RawDocumentBuf>, tx: mpsc::Sender<Pumped>) {
+    loop {
+        let item = match cs.next_if_any().await {
+            Ok(Some(ev)) => Pumped::Event(ev),
+            Ok(None) if !cs.is_alive() => Pumped::Closed,
+            Ok(None) => Pumped::Idle(cs.resume_token().as_ref().and_then(token::from_driver)),
+            Err(e) => Pumped::Failed(e),
+        };
+        // An idle token matters only to a fetch that finds nothing else: while items wait
+        // unread (a consumer behind), skip it rather than queue up stale ones. Never skip
+        // or reorder anything else: an idle token must not overtake the events before it.
+        if matches!(item, Pumped::Idle(_)) && tx.capacity() < tx.max_capacity() {
+            continue;
+        }
+        let last = matches!(item, Pumped::Failed(_) | Pumped::Closed);
+        if tx.send(item).await.is_err() || last {
+            return;
+        }
+    }
+}
+
 struct StreamState {
-    /// The open change stream (`None` once closed).
-    cs: Option<ChangeStream<RawDocumentBuf>>,
+    /// What the pump task produced (`None` once closed).
+    rx: Option<mpsc::Receiver<Pumped>>,
     /// An error met after some events of a batch were already taken: returned by the next
     /// fetch, so those events are delivered first.
     pending: Option<ReadError>,
@@ -35,9 +81,10 @@ struct StreamState {
 
 /// One change-stream session: a driver client of its own and the open change stream.
 ///
-/// * [`Reader::fetch`] waits at most about `wait` for the first event (the `getMore` stays in
-///   flight if it takes longer, and is picked up by the next fetch), then takes what the
-///   driver has already buffered, up to `max`, without another round trip.
+/// * A task of the session (the pump, aborted on close and drop) owns the change stream and
+///   reads at most `PUMP_AHEAD` (512) events ahead; [`Reader::fetch`] waits at most about
+///   `wait` for the first of them, then takes what the pump has already read, up to `max`,
+///   without waiting again. See `pump` for why the stream is not polled from `fetch`.
 /// * Each event's position is its resume token (the raw BSON of its `_id`), with its cluster
 ///   time for the checkpoint-age gauge.
 /// * [`Reader::idle_position`] is the stream's post-batch resume token after an empty fetch,
@@ -48,6 +95,8 @@ struct StreamState {
 ///   session with an [`ErrorKind::Invalidated`] error, after the events before it.
 pub struct MongoReader {
     client: Client,
+    /// The task that owns the change stream (aborted on close and on drop).
+    pump: AbortHandle,
     state: tokio::sync::Mutex<StreamState>,
     idle: Mutex<Option<Position>>,
     cfg: Arc<MongoConfig>,
@@ -69,10 +118,13 @@ impl MongoReader {
         cfg: Arc<MongoConfig>,
         redactor: Arc<Redactor>,
     ) -> Self {
+        let (tx, rx) = mpsc::channel(PUMP_AHEAD);
+        let pump = tokio::spawn(pump(cs, tx)).abort_handle();
         Self {
             client,
+            pump,
             state: tokio::sync::Mutex::new(StreamState {
-                cs: Some(cs),
+                rx: Some(rx),
                 pending: None,
                 last_token: None,
             }),
@@ -134,7 +186,7 @@ impl Reader for MongoReader {
         if let Some(e) = st.pending.take() {
             return Err(e);
         }
-        let Some(cs) = st.cs.as_mut() else {
+        let Some(rx) = st.rx.as_mut() else {
             return Err(ReadError::transient(
                 ErrorKind::Connection,
                 "the change stream of this session is closed",
@@ -143,43 +195,54 @@ impl Reader for MongoReader {
         let max = max.max(1);
         let mut out: Vec<Message> = Vec::new();
         let mut pending = None;
-        // The first event: wait at most `wait`. Dropping the wait leaves the driver's getMore
-        // in flight inside the cursor; the next fetch continues it.
-        let mut next = match tokio::time::timeout(wait, cs.next_if_any()).await {
+        let mut idle = None;
+        // The first item: wait at most `wait` (receiving is cancellation safe).
+        let mut next = match tokio::time::timeout(wait, rx.recv()).await {
             Err(_) => None,
-            Ok(Ok(ev)) => ev,
-            Ok(Err(e)) => return Err(self.fetch_error(&e)),
+            Ok(None) => Some(Pumped::Closed),
+            Ok(Some(item)) => Some(item),
         };
-        while let Some(ev) = next.take() {
-            match convert(ev, self.cfg.payload) {
-                Ok(Converted::Event(m)) => {
-                    if let Position::ResumeToken { token, .. } = &m.position {
-                        st.last_token = Some(token.clone());
+        while let Some(item) = next.take() {
+            match item {
+                Pumped::Event(ev) => match convert(ev, self.cfg.payload) {
+                    Ok(Converted::Event(m)) => {
+                        if let Position::ResumeToken { token, .. } = &m.position {
+                            st.last_token = Some(token.clone());
+                        }
+                        out.push(m);
                     }
-                    out.push(m);
-                }
-                Ok(Converted::Invalidate(t)) => {
-                    pending = Some(self.invalidated(&t));
+                    Ok(Converted::Invalidate(t)) => {
+                        pending = Some(self.invalidated(&t));
+                        break;
+                    }
+                    Err(e) => {
+                        pending = Some(e);
+                        break;
+                    }
+                },
+                // Ends this fetch: an idle token after events is not needed (the next
+                // empty fetch brings a newer one).
+                Pumped::Idle(t) => {
+                    idle = t;
                     break;
                 }
-                Err(e) => {
-                    pending = Some(e);
+                Pumped::Failed(e) => {
+                    pending = Some(self.fetch_error(&e));
+                    break;
+                }
+                Pumped::Closed => {
+                    pending = Some(ReadError::transient(
+                        ErrorKind::Connection,
+                        "the server closed the change stream's cursor",
+                    ));
                     break;
                 }
             }
             if out.len() >= max {
                 break;
             }
-            // Only what is buffered already: a poll that would go to the network is left
-            // pending (the getMore stays in flight in the cursor).
-            next = match cs.next_if_any().now_or_never() {
-                None => None,
-                Some(Ok(ev)) => ev,
-                Some(Err(e)) => {
-                    pending = Some(self.fetch_error(&e));
-                    None
-                }
-            };
+            // Only what the pump has already read.
+            next = rx.try_recv().ok();
         }
         if !out.is_empty() {
             st.pending = pending;
@@ -189,13 +252,7 @@ impl Reader for MongoReader {
         if let Some(e) = pending {
             return Err(e);
         }
-        if !cs.is_alive() {
-            return Err(ReadError::transient(
-                ErrorKind::Connection,
-                "the server closed the change stream's cursor",
-            ));
-        }
-        if let Some(t) = cs.resume_token().as_ref().and_then(token::from_driver) {
+        if let Some(t) = idle {
             if st.last_token.as_ref() != Some(&t) {
                 st.last_token = Some(t.clone());
                 *lock(&self.idle) = Some(Position::ResumeToken {
@@ -237,12 +294,18 @@ impl Reader for MongoReader {
     }
 
     async fn close(&self) {
-        let cs = match tokio::time::timeout(Duration::from_secs(1), self.state.lock()).await {
-            Ok(mut st) => st.cs.take(),
-            Err(_) => None,
-        };
-        // Dropping the stream makes the driver kill the server cursor in the background.
-        drop(cs);
+        // Dropping the stream (with the pump) makes the driver kill the server cursor in
+        // the background.
+        self.pump.abort();
+        if let Ok(mut st) = tokio::time::timeout(Duration::from_secs(1), self.state.lock()).await {
+            st.rx.take();
+        }
         shutdown_client(self.client.clone()).await;
+    }
+}
+
+impl Drop for MongoReader {
+    fn drop(&mut self) {
+        self.pump.abort();
     }
 }

@@ -86,7 +86,22 @@ pub fn reader(
     store: Arc<dyn reader_core::CheckpointStore>,
     tune: impl FnOnce(&mut reader_core::ReaderConfig),
 ) -> DataReader<MongoConnector> {
-    let connector = MongoConnector::from_url(url).expect("url");
+    reader_of(
+        MongoConnector::from_url(url).expect("url"),
+        name,
+        store,
+        tune,
+    )
+}
+
+/// A reader of any connector (e.g. a [`MongoConnector`] built from a tuned config, or one
+/// wrapped to record what its sessions do), with the tests' settings.
+pub fn reader_of<C: reader_core::Connector>(
+    connector: C,
+    name: &str,
+    store: Arc<dyn reader_core::CheckpointStore>,
+    tune: impl FnOnce(&mut reader_core::ReaderConfig),
+) -> DataReader<C> {
     DataReader::builder(connector)
         .retry(policy())
         .checkpoint_store(store)
