@@ -149,16 +149,13 @@ async fn tail(a: TailArgs) -> ExitCode {
             Err(e) => return usage_error(&e),
         };
         let built = from_url(&url).and_then(|b| {
-            let backend = url.split_once("://").map_or("source", |(s, _)| s);
-            let backend = backend
-                .split('+')
-                .next()
-                .unwrap_or(backend)
-                .trim_end_matches('s');
-            let backend = if backend == "mongodb" {
+            let scheme = url.split_once("://").map_or("", |(s, _)| s);
+            let backend = if scheme.starts_with("redis") {
+                "redis"
+            } else if scheme.starts_with("mongodb") {
                 "mongo"
             } else {
-                backend
+                "kafka"
             };
             b.name(format!("{backend}-{i}"))
                 .configure(|c| c.close_timeout = Duration::from_secs(a.close_timeout))
