@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use serde_yaml::Value;
 
 fn deploy(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(path)
 }
 
 fn yaml(path: &str) -> Value {
@@ -22,17 +24,33 @@ fn compose_has_every_server_and_the_monitoring_stack() {
     let c = yaml("docker-compose.yml");
     let services = c["services"].as_mapping().expect("services");
     let names: BTreeSet<_> = services.keys().filter_map(Value::as_str).collect();
-    for s in ["redis", "mongo", "mongo-init", "kafka", "prometheus", "grafana"] {
+    for s in [
+        "redis",
+        "mongo",
+        "mongo-init",
+        "kafka",
+        "prometheus",
+        "grafana",
+    ] {
         assert!(names.contains(s), "service {s} missing: {names:?}");
     }
-    assert_eq!(c["services"]["kafka"]["environment"]["KAFKA_PROCESS_ROLES"], "broker,controller", "KRaft mode");
+    assert_eq!(
+        c["services"]["kafka"]["environment"]["KAFKA_PROCESS_ROLES"], "broker,controller",
+        "KRaft mode"
+    );
     let mongo_cmd = serde_yaml::to_string(&c["services"]["mongo"]["command"]).unwrap();
-    assert!(mongo_cmd.contains("--replSet"), "change streams need a replica set");
+    assert!(
+        mongo_cmd.contains("--replSet"),
+        "change streams need a replica set"
+    );
     // Files the compose file mounts exist.
     for v in ["prometheus", "grafana"] {
         for m in c["services"][v]["volumes"].as_sequence().unwrap() {
             let host = m.as_str().unwrap().split(':').next().unwrap();
-            assert!(deploy(host).exists(), "{v} mounts {host}, which does not exist");
+            assert!(
+                deploy(host).exists(),
+                "{v} mounts {host}, which does not exist"
+            );
         }
     }
     let p = yaml("prometheus/prometheus.yml");
@@ -62,7 +80,10 @@ fn every_metric_the_dashboard_queries_exists() {
                     .find_map(|s| name.strip_suffix(s))
                     .unwrap_or(&name)
                     .to_owned();
-                assert!(known.contains(base.as_str()), "the dashboard queries {name}, which unireader does not emit");
+                assert!(
+                    known.contains(base.as_str()),
+                    "the dashboard queries {name}, which unireader does not emit"
+                );
                 used.insert(base);
             }
         }
@@ -77,7 +98,10 @@ fn every_metric_the_dashboard_queries_exists() {
         "unireader_redis_pending_entries",
         "unireader_mongo_checkpoint_age_seconds",
     ] {
-        assert!(used.contains(required), "the dashboard has no panel for {required}");
+        assert!(
+            used.contains(required),
+            "the dashboard has no panel for {required}"
+        );
     }
 }
 
@@ -87,11 +111,17 @@ fn the_kubernetes_example_probes_the_health_endpoint() {
     let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect();
-    let dep = docs.iter().find(|d| d["kind"] == "Deployment").expect("a Deployment");
+    let dep = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
     let c = &dep["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/health/live");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/health/ready");
     let ann = &dep["spec"]["template"]["metadata"]["annotations"];
     assert_eq!(ann["prometheus.io/scrape"], "true");
-    assert!(docs.iter().any(|d| d["kind"] == "ConfigMap"), "a ConfigMap of URLs");
+    assert!(
+        docs.iter().any(|d| d["kind"] == "ConfigMap"),
+        "a ConfigMap of URLs"
+    );
 }

@@ -41,6 +41,11 @@ pub trait Connector: Send + Sync + 'static {
     /// A description for logs, with secrets redacted (e.g. `redis://127.0.0.1:6379 stream orders`).
     fn describe(&self) -> String;
 
+    /// Adjust the reader's defaults to this source (e.g. Redis: `fetch_max` follows `COUNT`;
+    /// Kafka: the commit interval). Called by [`DataReader::builder`](crate::DataReader::builder)
+    /// before the user's own settings, which therefore win.
+    fn tune(&self, _config: &mut crate::config::ReaderConfig) {}
+
     /// Open a session. `from` is the last durable progress the reader knows of (from its
     /// checkpoint store and its own commits); backends whose progress lives in the server
     /// (Redis pending entries, Kafka committed offsets) may ignore it.
@@ -116,6 +121,7 @@ trait DynConnector: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
     fn commit_order(&self) -> CommitOrder;
     fn describe(&self) -> String;
+    fn tune(&self, config: &mut crate::config::ReaderConfig);
     async fn connect_boxed(
         &self,
         ctx: &SessionContext,
@@ -133,6 +139,9 @@ impl<C: Connector> DynConnector for C {
     }
     fn describe(&self) -> String {
         Connector::describe(self)
+    }
+    fn tune(&self, config: &mut crate::config::ReaderConfig) {
+        Connector::tune(self, config);
     }
     async fn connect_boxed(
         &self,
@@ -173,6 +182,9 @@ impl Connector for BoxConnector {
     }
     fn describe(&self) -> String {
         self.0.describe()
+    }
+    fn tune(&self, config: &mut crate::config::ReaderConfig) {
+        self.0.tune(config);
     }
     async fn connect(
         &self,

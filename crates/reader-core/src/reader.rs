@@ -200,10 +200,12 @@ enum Exit {
 impl<C: Connector> DataReader<C> {
     /// Start building a reader of `connector`.
     pub fn builder(connector: C) -> DataReaderBuilder<C> {
+        let mut config = ReaderConfig::default();
+        connector.tune(&mut config);
         DataReaderBuilder {
             connector,
             policy: None,
-            config: ReaderConfig::default(),
+            config,
             store: None,
             order: None,
         }

@@ -111,8 +111,7 @@ impl KafkaConnector {
     /// policy must still be given).
     #[must_use]
     pub fn reader_builder(self) -> DataReaderBuilder<Self> {
-        let interval = self.cfg.commit_interval;
-        DataReader::builder(self).configure(|c| c.commit_interval = interval)
+        DataReader::builder(self)
     }
 
     /// Whether a missing `topic` is permanent by now; starts the creation wait.
@@ -184,6 +183,10 @@ impl Connector for KafkaConnector {
 
     fn describe(&self) -> String {
         self.cfg.describe()
+    }
+
+    fn tune(&self, c: &mut reader_core::ReaderConfig) {
+        c.commit_interval = self.cfg.commit_interval;
     }
 
     async fn connect(

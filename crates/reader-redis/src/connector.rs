@@ -76,14 +76,7 @@ impl RedisConnector {
     /// still be given).
     #[must_use]
     pub fn reader_builder(self) -> DataReaderBuilder<Self> {
-        let tune = self.cfg.streams().map(|s| (s.count, s.block));
-        DataReader::builder(self).configure(|c| {
-            if let Some((count, block)) = tune {
-                c.fetch_max = usize::try_from(count).unwrap_or(usize::MAX).max(1);
-                c.fetch_min = c.fetch_min.min(c.fetch_max);
-                c.fetch_wait = c.fetch_wait.min(block);
-            }
-        })
+        DataReader::builder(self)
     }
 }
 
@@ -146,6 +139,14 @@ impl Connector for RedisConnector {
 
     fn describe(&self) -> String {
         self.cfg.describe()
+    }
+
+    fn tune(&self, c: &mut reader_core::ReaderConfig) {
+        if let Some(s) = self.cfg.streams() {
+            c.fetch_max = usize::try_from(s.count).unwrap_or(usize::MAX).max(1);
+            c.fetch_min = c.fetch_min.min(c.fetch_max);
+            c.fetch_wait = c.fetch_wait.min(s.block);
+        }
     }
 
     async fn connect(

@@ -60,10 +60,8 @@ fn feature_off(scheme: &str, feature: &str) -> ReadError {
 ///
 /// # Errors
 /// A configuration error naming the wrong part of the URL (never its password).
-pub fn connector_from_url(url: &str) -> Result<(BoxConnector, ReaderConfig), ReadError> {
+pub fn connector_from_url(url: &str) -> Result<BoxConnector, ReadError> {
     let scheme = scheme_of(url)?;
-    #[allow(unused_mut)]
-    let mut config = ReaderConfig::default();
     let connector = match scheme.as_str() {
         "redis" | "rediss" | "redis+tls" => {
             #[cfg(feature = "redis")]
@@ -88,9 +86,7 @@ pub fn connector_from_url(url: &str) -> Result<(BoxConnector, ReaderConfig), Rea
         "kafka" | "kafka+ssl" | "kafka+tls" => {
             #[cfg(feature = "kafka")]
             {
-                let c = reader_kafka::KafkaConnector::from_url(url)?;
-                config.commit_interval = c.config().commit_interval;
-                BoxConnector::new(c)
+                BoxConnector::new(reader_kafka::KafkaConnector::from_url(url)?)
             }
             #[cfg(not(feature = "kafka"))]
             {
@@ -104,7 +100,7 @@ pub fn connector_from_url(url: &str) -> Result<(BoxConnector, ReaderConfig), Rea
             )))
         }
     };
-    Ok((connector, config))
+    Ok(connector)
 }
 
 /// Start building a reader of the source `url` names (see the crate docs for the schemes).
@@ -112,11 +108,9 @@ pub fn connector_from_url(url: &str) -> Result<(BoxConnector, ReaderConfig), Rea
 /// # Errors
 /// A configuration error naming the wrong part of the URL or option.
 pub fn from_url(url: &str) -> Result<SourceBuilder, ReadError> {
-    let (connector, config) = connector_from_url(url)?;
+    // The backend tunes the reader's defaults (Connector::tune) inside `builder`.
     Ok(SourceBuilder {
-        inner: DataReader::builder(connector)
-            .config(config)
-            .retry(default_retry()),
+        inner: DataReader::builder(connector_from_url(url)?).retry(default_retry()),
     })
 }
 

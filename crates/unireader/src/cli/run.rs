@@ -295,7 +295,7 @@ fn spawn_signal_handler(token: CancellationToken) {
 async fn check(urls: &[String], within: Duration) -> ExitCode {
     let mut ok = true;
     for url in urls {
-        let (connector, _) = match connector_from_url(url) {
+        let connector = match connector_from_url(url) {
             Ok(c) => c,
             Err(e) => return usage_error(&e.to_string()),
         };
