@@ -10,6 +10,8 @@
 //!   registered reader is `Ready`, else 503 — the same JSON body).
 //! * [`init_tracing`]: a `tracing` subscriber (`RUST_LOG`-style filter) on stderr; the core
 //!   emits spans `fetch`, `commit`, `reconnect` and `recover` with `source`/`backend` fields.
+//!   With feature `otlp`, `init_tracing_otlp` also exports them over OTLP/gRPC through
+//!   `tracing-opentelemetry`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -37,3 +39,5 @@ pub use health::{health_json, HealthRegistry};
 pub use http::{serve, ObsServer};
 pub use prometheus::{describe_metrics, install_prometheus, ObsError, PrometheusHandle};
 pub use tracing_setup::init_tracing;
+#[cfg(feature = "otlp")]
+pub use tracing_setup::{init_tracing_otlp, OtlpGuard};
