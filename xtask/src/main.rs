@@ -191,6 +191,30 @@ async fn ci() -> Result<(), Fail> {
         times.push(("servers up".into(), s.elapsed().as_secs_f64()));
         step("tests (unit + integration)", || integ(&[]), &mut times)?;
         step(
+            "otlp feature (clippy + tests)",
+            || {
+                run(
+                    cargo().args([
+                        "clippy",
+                        "-p",
+                        "reader-obs",
+                        "--features",
+                        "otlp",
+                        "--all-targets",
+                        "--",
+                        "-D",
+                        "warnings",
+                    ]),
+                    "clippy of reader-obs --features otlp",
+                )?;
+                run(
+                    cargo().args(["nextest", "run", "-p", "reader-obs", "--features", "otlp"]),
+                    "tests of reader-obs --features otlp",
+                )
+            },
+            &mut times,
+        )?;
+        step(
             "doc tests",
             || {
                 run(
