@@ -367,7 +367,7 @@ fn decode<R: Call>(mut body: Bytes, version: i16, id: i32) -> Result<R::Response
 }
 
 /// Decode a response body given as raw bytes (tests and fuzzing use this).
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn decode_for_test<R: Call>(
     body: Bytes,
     version: i16,

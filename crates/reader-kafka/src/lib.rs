@@ -58,6 +58,9 @@ mod config;
 mod connection;
 mod connector;
 mod fetcher;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod group;
 mod offsets;
 mod seek;
