@@ -45,6 +45,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Shared {
     /// The member id the coordinator knows this reader by ("" before the first join).
     member_id: Mutex<String>,
+    /// Rejoins after rebalances so far (see `group::join`: it goes in the subscription's
+    /// user data so a rejoin's metadata differs from the previous join's).
+    rejoins: Mutex<u64>,
     /// When a configured topic was first found missing (the creation wait).
     missing_since: Mutex<Option<Instant>>,
     seeks: Arc<SeekQueue>,
@@ -325,8 +328,18 @@ impl KafkaReader {
                     .collect::<BTreeMap<String, i32>>())
             }
         };
-        let joined = group::join(&self.conn, self.cfg(), group, &mut member_id, counts).await;
+        let mut rejoins = *lock(&self.connector.shared.rejoins);
+        let joined = group::join(
+            &self.conn,
+            self.cfg(),
+            group,
+            &mut member_id,
+            &mut rejoins,
+            counts,
+        )
+        .await;
         *lock(&self.connector.shared.member_id) = member_id;
+        *lock(&self.connector.shared.rejoins) = rejoins;
         let m = joined?;
         // Heartbeats start at once: the rest of recovery must not cost the membership.
         let hb = tokio::spawn(group::heartbeat_loop(
@@ -658,6 +671,10 @@ impl Reader for KafkaReader {
             return;
         };
         let rejoining = matches!(self.signal.get(), Some(Signal::Rebalance { .. }));
+        if rejoining {
+            // The next join must carry changed metadata (see `group::join`).
+            *lock(&self.connector.shared.rejoins) += 1;
+        }
         if rejoining || self.conn.is_broken() {
             // Keep the member id: the next session rejoins as the same member, and the
             // coordinator does not wait out a session timeout for a ghost.
