@@ -470,7 +470,20 @@ impl Reader for KafkaReader {
                 let starts = group::flatten(&assignment)
                     .into_iter()
                     .map(|tp| {
-                        let s = committed.get(&tp).map_or(reset, |o| StartAt::Offset(*o));
+                        // What this reader acknowledged (handled) beyond the group's
+                        // committed offset — its commit died with the previous session —
+                        // need not be read again: the larger of the two wins.
+                        let lane = Lane::Partition(Arc::from(tp.0.as_str()), tp.1);
+                        let acked = match self.from.get(&lane) {
+                            Some(Position::Partition { offset, .. }) => Some(offset + 1),
+                            _ => None,
+                        };
+                        let s = match (committed.get(&tp).copied(), acked) {
+                            (Some(c), Some(a)) => StartAt::Offset(c.max(a)),
+                            (Some(c), None) => StartAt::Offset(c),
+                            (None, Some(a)) => StartAt::Offset(a),
+                            (None, None) => reset,
+                        };
                         (tp, s)
                     })
                     .collect();
@@ -650,6 +663,14 @@ impl Reader for KafkaReader {
                     }
                     Some(c @ (code::REBALANCE_IN_PROGRESS | code::ILLEGAL_GENERATION)) => {
                         self.signal.raise(group::signal_for(c, "OffsetCommit"));
+                    }
+                    // The coordinator connection broke (or timed out): no commit can succeed
+                    // in this session any more. End it now rather than at the next heartbeat:
+                    // while fetches keep working (rskafka reconnects its own connections),
+                    // every record delivered meanwhile would be acknowledged but never
+                    // committed, and delivered again by the next session.
+                    None if self.conn.is_broken() => {
+                        self.signal.raise(Signal::Failed(ce.error.clone()));
                     }
                     _ => {}
                 }
