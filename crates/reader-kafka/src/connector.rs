@@ -672,6 +672,20 @@ impl Reader for KafkaReader {
                     None if self.conn.is_broken() => {
                         self.signal.raise(Signal::Failed(ce.error.clone()));
                     }
+                    // The coordinator moved or is loading (NOT_COORDINATOR,
+                    // COORDINATOR_NOT_AVAILABLE, COORDINATOR_LOAD_IN_PROGRESS): the next
+                    // session finds it again. A permanent refusal (GROUP_AUTHORIZATION_FAILED…)
+                    // must surface rather than be retried commit after commit.
+                    Some(
+                        code::COORDINATOR_LOAD_IN_PROGRESS
+                        | code::COORDINATOR_NOT_AVAILABLE
+                        | code::NOT_COORDINATOR,
+                    ) => {
+                        self.signal.raise(Signal::Failed(ce.error.clone()));
+                    }
+                    Some(_) if ce.error.is_permanent() => {
+                        self.signal.raise(Signal::Failed(ce.error.clone()));
+                    }
                     _ => {}
                 }
                 Err(ce.error)
