@@ -81,7 +81,7 @@ impl KafkaConnector {
         })
     }
 
-    /// Parse a `kafka://` URL (grammar in [`crate::config`]).
+    /// Parse a `kafka://` URL (grammar: [`KafkaConfig::from_url`]).
     ///
     /// # Errors
     /// A configuration error naming the offending URL part or option.
