@@ -1,13 +1,53 @@
 //! The consumer-lag gauge `unireader_kafka_lag_records`, per reader and (opted in) per
-//! partition, read from a real Prometheus recorder.
+//! partition, read through a small gauge-recording `metrics` recorder.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use tokio::time::Instant;
+
+/// Keeps every gauge, keyed by `name{label="value",…}` (labels sorted).
+#[derive(Clone, Default)]
+struct Gauges(Arc<Mutex<BTreeMap<String, Arc<AtomicU64>>>>);
+
+impl Gauges {
+    /// One `name{labels} value` line per gauge.
+    fn render(&self) -> String {
+        let g = self.0.lock().unwrap();
+        g.iter()
+            .map(|(k, v)| format!("{k} {}\n", f64::from_bits(v.load(Ordering::Relaxed))))
+            .collect()
+    }
+}
+
+impl Recorder for Gauges {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
+        Counter::noop()
+    }
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        let mut labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}=\"{}\"", l.key(), l.value()))
+            .collect();
+        labels.sort();
+        let name = format!("{}{{{}}}", key.name(), labels.join(","));
+        let cell = self.0.lock().unwrap().entry(name).or_default().clone();
+        Gauge::from_arc(cell)
+    }
+    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::noop()
+    }
+}
 
 /// The value of the lag series whose label set contains every one of `labels`.
 fn lag(text: &str, labels: &[&str]) -> Option<f64> {
@@ -30,9 +70,8 @@ async fn until(within: Duration, mut f: impl FnMut() -> bool, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lag_gauge_follows_the_high_watermark() {
-    let prom = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .expect("install the Prometheus recorder");
+    let prom = Gauges::default();
+    metrics::set_global_recorder(prom.clone()).expect("install the recorder");
     let srv = broker().await;
     let client = admin(&srv.host_port()).await;
     let topic = unique("lag");
