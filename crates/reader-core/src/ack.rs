@@ -233,6 +233,11 @@ impl AckState {
         std::mem::take(&mut self.lock().ready)
     }
 
+    /// What is committable now, left in place.
+    pub(crate) fn ready_snapshot(&self) -> Vec<Position> {
+        self.lock().ready.clone()
+    }
+
     /// Put back positions whose commit failed, in front of newer ones.
     pub(crate) fn requeue(&self, mut positions: Vec<Position>) {
         let mut g = self.lock();

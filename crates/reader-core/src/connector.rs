@@ -46,9 +46,11 @@ pub trait Connector: Send + Sync + 'static {
     /// before the user's own settings, which therefore win.
     fn tune(&self, _config: &mut crate::config::ReaderConfig) {}
 
-    /// Open a session. `from` is the last durable progress the reader knows of (from its
-    /// checkpoint store and its own commits); backends whose progress lives in the server
-    /// (Redis pending entries, Kafka committed offsets) may ignore it.
+    /// Open a session. `from` is the last progress the reader knows of: its committed
+    /// checkpoint (from its checkpoint store and its own commits), advanced by positions
+    /// acknowledged but not yet committed — the application handled those, so starting
+    /// after them is still at-least-once. Backends whose progress lives in the server
+    /// (Redis pending entries, Kafka committed offsets) may ignore it, or use it as a floor.
     ///
     /// Must not retry: return a classified error and let the Reconnector decide.
     async fn connect(

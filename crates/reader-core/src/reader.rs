@@ -553,7 +553,18 @@ async fn reader_loop<C: Connector>(
     }
     let mut outage: Option<Outage> = None;
     loop {
-        let from = lock(&sh.checkpoint).clone();
+        // Where the new session starts: the committed checkpoint, advanced by what was
+        // acknowledged but not committed yet (typically because the commit died with the
+        // old session). Those messages were handled, so delivering them again is needless;
+        // without this, each reconnect re-delivered a whole commit interval on top of the
+        // unacknowledged window. They are still committed through the new session.
+        let from = {
+            let mut cp = lock(&sh.checkpoint).clone();
+            for p in sh.acks.ready_snapshot() {
+                cp.advance(&p);
+            }
+            cp
+        };
         let reader = match sh.rc.establish(&from, run, &mut outage).await {
             Established::Ready(r) => Arc::new(r),
             Established::Cancelled => return ConnState::Closed,

@@ -25,12 +25,22 @@ pub type TopicPartitions = BTreeMap<String, Vec<i32>>;
 /// Encode a subscription to `topics` (version 0: what every client understands).
 #[must_use]
 pub fn encode_subscription(topics: &[String]) -> Bytes {
-    let sub = ConsumerProtocolSubscription::default().with_topics(
-        topics
-            .iter()
-            .map(|t| StrBytes::from_string(t.clone()))
-            .collect(),
-    );
+    encode_subscription_with(topics, None)
+}
+
+/// [`encode_subscription`] with opaque `user_data` (assignors ignore it; this crate puts a
+/// rejoin counter there so a rejoin after a rebalance carries changed metadata, which makes
+/// every coordinator start a new generation — see `group::join`).
+#[must_use]
+pub fn encode_subscription_with(topics: &[String], user_data: Option<Bytes>) -> Bytes {
+    let sub = ConsumerProtocolSubscription::default()
+        .with_topics(
+            topics
+                .iter()
+                .map(|t| StrBytes::from_string(t.clone()))
+                .collect(),
+        )
+        .with_user_data(user_data);
     versioned(&sub, 0)
 }
 

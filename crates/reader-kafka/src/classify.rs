@@ -22,6 +22,9 @@ use rskafka::client::error::{Error as RsError, ProtocolError, RequestContext};
 /// Error codes used by name in this crate.
 pub(crate) mod code {
     pub(crate) const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub(crate) const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+    pub(crate) const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub(crate) const NOT_COORDINATOR: i16 = 16;
     pub(crate) const ILLEGAL_GENERATION: i16 = 22;
     pub(crate) const UNKNOWN_MEMBER_ID: i16 = 25;
     pub(crate) const REBALANCE_IN_PROGRESS: i16 = 27;

@@ -45,6 +45,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Shared {
     /// The member id the coordinator knows this reader by ("" before the first join).
     member_id: Mutex<String>,
+    /// Rejoins after rebalances so far (see `group::join`: it goes in the subscription's
+    /// user data so a rejoin's metadata differs from the previous join's).
+    rejoins: Mutex<u64>,
     /// When a configured topic was first found missing (the creation wait).
     missing_since: Mutex<Option<Instant>>,
     seeks: Arc<SeekQueue>,
@@ -78,7 +81,7 @@ impl KafkaConnector {
         })
     }
 
-    /// Parse a `kafka://` URL (grammar in [`crate::config`]).
+    /// Parse a `kafka://` URL (grammar: [`KafkaConfig::from_url`]).
     ///
     /// # Errors
     /// A configuration error naming the offending URL part or option.
@@ -328,8 +331,18 @@ impl KafkaReader {
                     .collect::<BTreeMap<String, i32>>())
             }
         };
-        let joined = group::join(&self.conn, self.cfg(), group, &mut member_id, counts).await;
+        let mut rejoins = *lock(&self.connector.shared.rejoins);
+        let joined = group::join(
+            &self.conn,
+            self.cfg(),
+            group,
+            &mut member_id,
+            &mut rejoins,
+            counts,
+        )
+        .await;
         *lock(&self.connector.shared.member_id) = member_id;
+        *lock(&self.connector.shared.rejoins) = rejoins;
         let m = joined?;
         // Heartbeats start at once: the rest of recovery must not cost the membership.
         let hb = tokio::spawn(group::heartbeat_loop(
@@ -460,7 +473,20 @@ impl Reader for KafkaReader {
                 let starts = group::flatten(&assignment)
                     .into_iter()
                     .map(|tp| {
-                        let s = committed.get(&tp).map_or(reset, |o| StartAt::Offset(*o));
+                        // What this reader acknowledged (handled) beyond the group's
+                        // committed offset — its commit died with the previous session —
+                        // need not be read again: the larger of the two wins.
+                        let lane = Lane::Partition(Arc::from(tp.0.as_str()), tp.1);
+                        let acked = match self.from.get(&lane) {
+                            Some(Position::Partition { offset, .. }) => Some(offset + 1),
+                            _ => None,
+                        };
+                        let s = match (committed.get(&tp).copied(), acked) {
+                            (Some(c), Some(a)) => StartAt::Offset(c.max(a)),
+                            (Some(c), None) => StartAt::Offset(c),
+                            (None, Some(a)) => StartAt::Offset(a),
+                            (None, None) => reset,
+                        };
                         (tp, s)
                     })
                     .collect();
@@ -641,6 +667,28 @@ impl Reader for KafkaReader {
                     Some(c @ (code::REBALANCE_IN_PROGRESS | code::ILLEGAL_GENERATION)) => {
                         self.signal.raise(group::signal_for(c, "OffsetCommit"));
                     }
+                    // The coordinator connection broke (or timed out): no commit can succeed
+                    // in this session any more. End it now rather than at the next heartbeat:
+                    // while fetches keep working (rskafka reconnects its own connections),
+                    // every record delivered meanwhile would be acknowledged but never
+                    // committed, and delivered again by the next session.
+                    None if self.conn.is_broken() => {
+                        self.signal.raise(Signal::Failed(ce.error.clone()));
+                    }
+                    // The coordinator moved or is loading (NOT_COORDINATOR,
+                    // COORDINATOR_NOT_AVAILABLE, COORDINATOR_LOAD_IN_PROGRESS): the next
+                    // session finds it again. A permanent refusal (GROUP_AUTHORIZATION_FAILED…)
+                    // must surface rather than be retried commit after commit.
+                    Some(
+                        code::COORDINATOR_LOAD_IN_PROGRESS
+                        | code::COORDINATOR_NOT_AVAILABLE
+                        | code::NOT_COORDINATOR,
+                    ) => {
+                        self.signal.raise(Signal::Failed(ce.error.clone()));
+                    }
+                    Some(_) if ce.error.is_permanent() => {
+                        self.signal.raise(Signal::Failed(ce.error.clone()));
+                    }
                     _ => {}
                 }
                 Err(ce.error)
@@ -661,6 +709,10 @@ impl Reader for KafkaReader {
             return;
         };
         let rejoining = matches!(self.signal.get(), Some(Signal::Rebalance { .. }));
+        if rejoining {
+            // The next join must carry changed metadata (see `group::join`).
+            *lock(&self.connector.shared.rejoins) += 1;
+        }
         if rejoining || self.conn.is_broken() {
             // Keep the member id: the next session rejoins as the same member, and the
             // coordinator does not wait out a session timeout for a ghost.

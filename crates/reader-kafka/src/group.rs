@@ -100,11 +100,21 @@ pub(crate) struct Membership {
 /// Join `group` (see the module docs). `member_id` is the id to join with (empty for a new
 /// member) and is updated to the id the coordinator knows us by, also when the join fails.
 /// `partition_counts` gives the partition count of topics (called by the leader only).
+///
+/// `rejoins` counts this member's rejoins after rebalances; when non-zero it goes in the
+/// subscription's `user_data`, so the metadata of a rejoin differs from the last join. Kafka
+/// treats changed metadata as a reason to rebalance (harmless while one is under way), and
+/// tansu 0.6.0 *needs* it: when it expires a dead member it keeps the group "formed" with the
+/// old generation and the old assignments, and a rejoin with unchanged metadata just gets the
+/// old assignment back — the dead member's partitions would be read by nobody. The leader
+/// also checks that SyncGroup hands back the assignment it computed for itself; when it
+/// does not (the coordinator ignored the plan), it bumps `rejoins` and joins again.
 pub(crate) async fn join<F, Fut>(
     conn: &Connection,
     cfg: &KafkaConfig,
     group: &str,
     member_id: &mut String,
+    rejoins: &mut u64,
     partition_counts: F,
 ) -> Result<Membership, ReadError>
 where
@@ -113,19 +123,20 @@ where
 {
     let what_join = format!("JoinGroup of group {group:?}");
     let what_sync = format!("SyncGroup of group {group:?}");
-    let subscription = assignor::encode_subscription(&cfg.topics);
-    // Offer the preferred assignor first, then the other: the group picks one every member
-    // supports.
-    let protocols: Vec<JoinGroupRequestProtocol> = [cfg.assignor, other(cfg.assignor)]
-        .into_iter()
-        .map(|a| {
-            JoinGroupRequestProtocol::default()
-                .with_name(s(a.protocol_name()))
-                .with_metadata(subscription.clone())
-        })
-        .collect();
     let mut last = String::new();
     for _round in 0..MAX_ROUNDS {
+        let user_data = (*rejoins > 0).then(|| bytes::Bytes::from(rejoins.to_be_bytes().to_vec()));
+        let subscription = assignor::encode_subscription_with(&cfg.topics, user_data);
+        // Offer the preferred assignor first, then the other: the group picks one every
+        // member supports.
+        let protocols: Vec<JoinGroupRequestProtocol> = [cfg.assignor, other(cfg.assignor)]
+            .into_iter()
+            .map(|a| {
+                JoinGroupRequestProtocol::default()
+                    .with_name(s(a.protocol_name()))
+                    .with_metadata(subscription.clone())
+            })
+            .collect();
         let req = JoinGroupRequest::default()
             .with_group_id(GroupId(s(group)))
             .with_session_timeout_ms(ms(cfg.session_timeout))
@@ -170,6 +181,7 @@ where
         let leader = resp.leader.as_str() == member_id.as_str();
         let generation = resp.generation_id;
         let mut members = 0;
+        let mut planned_for_me = None;
         let assignments = if leader {
             let subs: Vec<MemberSubscription> = resp
                 .members
@@ -194,6 +206,7 @@ where
             wanted.dedup();
             let counts = partition_counts(wanted).await?;
             let plan = assignor::assign(protocol, &subs, &counts);
+            planned_for_me = Some(plan.get(member_id.as_str()).cloned().unwrap_or_default());
             tracing::info!(
                 group,
                 generation,
@@ -240,6 +253,20 @@ where
                 format!("{what_sync}: the leader's assignment cannot be decoded: {e}"),
             )
         })?;
+        if let Some(planned) = planned_for_me {
+            if planned != assignment {
+                tracing::warn!(
+                    group,
+                    generation,
+                    planned = %describe_assignment(&planned),
+                    got = %describe_assignment(&assignment),
+                    "the coordinator did not take this leader's assignment; joining again with new metadata to force a new generation"
+                );
+                *rejoins += 1;
+                last = "assignment not taken by the coordinator".to_owned();
+                continue;
+            }
+        }
         return Ok(Membership {
             generation,
             member_id: member_id.clone(),

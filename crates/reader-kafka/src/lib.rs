@@ -20,7 +20,16 @@
 //!   which acknowledged offsets are still committed; the core reconnects and `recover()`
 //!   rejoins (keeping the member id). Deliveries of the old session that were not committed
 //!   are delivered again (at-least-once).
+//! * A rejoin after a rebalance carries changed subscription metadata (a rejoin counter in
+//!   `user_data`) and the leader checks the coordinator took its plan: any coordinator then
+//!   starts a new generation. tansu 0.6.0 needs this — it expires a dead member without
+//!   starting one, and the dead member's partitions would otherwise be read by nobody.
+//! * A session starts each partition at the larger of the group's committed offset and the
+//!   offset after what this reader acknowledged (its last commit may have died with the
+//!   previous session), so a fault re-delivers only what was unacknowledged.
 //! * [`SeekHandle`]: earliest / latest / offset / timestamp, per partition, while running.
+//!   A timestamp answer is checked against the record it points at (tansu 0.6.0 answers
+//!   offset 0 instead of "none" for a timestamp after the newest record).
 //! * Gauge `unireader_kafka_lag_records` (per-partition labels with `lag_per_partition`).
 //!
 //! ```no_run

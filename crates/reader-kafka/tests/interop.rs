@@ -144,6 +144,8 @@ struct Ours {
     topic: String,
     assigned: Vec<i32>,
     records: BTreeMap<i32, Vec<i64>>,
+    /// The detail of the last `Rebalanced` event (says whether ours led the group).
+    detail: String,
 }
 
 impl Ours {
@@ -157,6 +159,7 @@ impl Ours {
                     if let Ok(e) = e {
                         if e.kind == reader_core::EventKind::Rebalanced {
                             self.assigned = owned_in(&e.detail, &self.topic);
+                            self.detail = e.detail;
                         }
                     }
                 }
@@ -221,6 +224,7 @@ async fn librdkafka_member_and_ours_share_a_group() {
         topic: topic.clone(),
         assigned: Vec::new(),
         records: BTreeMap::new(),
+        detail: String::new(),
     };
     ours.until(Duration::from_secs(60), |o| !o.assigned.is_empty())
         .await;
@@ -338,6 +342,80 @@ async fn librdkafka_member_and_ours_share_a_group() {
             "partition {p}: ours must continue at librdkafka's committed offset"
         );
     }
+
+    // A new librdkafka member joins while ours leads the group: it decodes our assignment
+    // (our leader computed it) and starts its partitions from our commits.
+    ours.r.commit_now().await.expect("commit");
+    let t3 = Instant::now();
+    let mut second = Member::start(&py, &srv.host_port(), &topic, &group);
+    let mut last = Vec::new();
+    let split_again = loop {
+        ours.until(Duration::from_secs(60), |o| {
+            o.assigned != last && o.assigned.len() < 6
+        })
+        .await;
+        last = ours.assigned.clone();
+        let mine = last.clone();
+        // Its assignment arrives right after ours (same generation).
+        let got = tokio::time::timeout(
+            Duration::from_secs(20),
+            second.until(Duration::from_secs(20), |m, _| {
+                complementary(&m.assigned, &mine).then_some(())
+            }),
+        )
+        .await;
+        if got.is_ok() {
+            break t3.elapsed();
+        }
+    };
+    println!(
+        "interop: second librdkafka member joined while ours leads; split after {split_again:.1?}: ours {:?}, librdkafka {:?}",
+        ours.assigned, second.assigned
+    );
+    assert!(
+        ours.detail.contains("leader of 2 members"),
+        "ours should have led this rebalance: {}",
+        ours.detail
+    );
+    produce_each(
+        &client,
+        &topic,
+        PARTITIONS,
+        2 * usize::try_from(PER_PARTITION).unwrap(),
+        usize::try_from(PER_PARTITION).unwrap(),
+    )
+    .await;
+    let theirs2 = second.assigned.clone();
+    second
+        .until(Duration::from_secs(30), |m, _| {
+            read_upto(&m.records, &theirs2, 3 * PER_PARTITION).then_some(())
+        })
+        .await;
+    let firsts2: BTreeMap<i32, i64> = theirs2
+        .iter()
+        .map(|p| {
+            (
+                *p,
+                second
+                    .records
+                    .get(p)
+                    .and_then(|v| v.first().copied())
+                    .unwrap_or(-1),
+            )
+        })
+        .collect();
+    println!("interop: the second librdkafka member's first offsets {firsts2:?}");
+    for (p, o) in &firsts2 {
+        assert_eq!(
+            *o,
+            2 * PER_PARTITION,
+            "partition {p}: librdkafka must start at our committed offset"
+        );
+    }
+    second.send("stop").await;
+    second
+        .until(Duration::from_secs(30), |_, v| v.get("closed").map(|_| ()))
+        .await;
     let report = ours.r.close().await;
     assert!(!report.timed_out);
 }

@@ -176,6 +176,7 @@ async fn produce_all(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_soak_100k_records_5_kills_5_cuts() {
+    init_tracing();
     let port = testkit::free_port().unwrap();
     let proxy = FaultProxy::start(format!("127.0.0.1:{port}"))
         .await

@@ -43,8 +43,19 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// Logs to the test output when `RUST_LOG` is set.
+pub fn init_tracing() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// A private tansu broker of this test.
 pub async fn broker() -> Server {
+    init_tracing();
     Server::kafka(KafkaOpts::default())
         .await
         .expect("start a private tansu broker (`cargo xtask servers up` installs tansu)")
