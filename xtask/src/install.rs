@@ -170,3 +170,20 @@ pub fn ensure_tansu() -> Result<(), Fail> {
     eprintln!("xtask: tansu built in {:.0?}", t.elapsed());
     Ok(())
 }
+
+/// A cargo subcommand (`cargo-deny`…) from crates.io, unless already on the PATH.
+pub fn ensure_cargo_tool(binary: &str, krate: &str) -> Result<(), Fail> {
+    let present = Command::new(binary)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if present {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {krate} with cargo install (a few minutes, once per machine)…");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run(
+        Command::new(cargo).args(["install", "--locked", "--quiet", krate]),
+        &format!("cargo install {krate}"),
+    )
+}

@@ -184,6 +184,17 @@ async fn ci() -> Result<(), Fail> {
             },
             &mut times,
         )?;
+        step(
+            "cargo deny (licenses, bans, sources)",
+            || {
+                install::ensure_cargo_tool("cargo-deny", "cargo-deny")?;
+                run(
+                    cargo().args(["deny", "check", "licenses", "bans", "sources"]),
+                    "cargo deny check licenses bans sources",
+                )
+            },
+            &mut times,
+        )?;
         step("install servers", install::ensure_all, &mut times)?;
         eprintln!("\n=== xtask ci: servers up");
         let s = Instant::now();
