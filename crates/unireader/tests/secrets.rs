@@ -79,7 +79,7 @@ async fn no_password_appears_in_anything_a_run_produces() {
     // `tail` with the right password, metrics on, trace logging, then the wrong one.
     let port = testkit::free_port().unwrap();
     let addr = format!("127.0.0.1:{port}");
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .env("RUST_LOG", "trace")
         .args([
             "tail",
