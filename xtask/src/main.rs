@@ -5,7 +5,7 @@
 //! cargo xtask servers kill|restart NAME         kill -9 / bring back on the same port and data
 //! cargo xtask unit                              tests that need no server
 //! cargo xtask integ [NEXTEST ARGS…]             servers up, then every test of the workspace
-//! cargo xtask ci                                fmt, clippy -D warnings, servers, all tests, doc tests
+//! cargo xtask ci                                fmt, clippy, deny, doc tests, servers, all tests (last)
 //! cargo xtask demo                              one reader over Redis, Kafka and MongoDB, through a kill -9 of the broker
 //! ```
 #![forbid(unsafe_code)]
@@ -195,12 +195,16 @@ async fn ci() -> Result<(), Fail> {
             },
             &mut times,
         )?;
-        step("install servers", install::ensure_all, &mut times)?;
-        eprintln!("\n=== xtask ci: servers up");
-        let s = Instant::now();
-        servers::up(&servers::ALL).await?;
-        times.push(("servers up".into(), s.elapsed().as_secs_f64()));
-        step("tests (unit + integration)", || integ(&[]), &mut times)?;
+        step(
+            "doc tests",
+            || {
+                run(
+                    cargo().args(["test", "--workspace", "--doc", "--quiet"]),
+                    "doc tests",
+                )
+            },
+            &mut times,
+        )?;
         step(
             "otlp feature (clippy + tests)",
             || {
@@ -225,16 +229,12 @@ async fn ci() -> Result<(), Fail> {
             },
             &mut times,
         )?;
-        step(
-            "doc tests",
-            || {
-                run(
-                    cargo().args(["test", "--workspace", "--doc", "--quiet"]),
-                    "doc tests",
-                )
-            },
-            &mut times,
-        )?;
+        step("install servers", install::ensure_all, &mut times)?;
+        eprintln!("\n=== xtask ci: servers up");
+        let s = Instant::now();
+        servers::up(&servers::ALL).await?;
+        times.push(("servers up".into(), s.elapsed().as_secs_f64()));
+        step("tests (unit + integration)", || integ(&[]), &mut times)?;
         Ok::<(), Fail>(())
     }
     .await;

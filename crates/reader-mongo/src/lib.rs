@@ -56,6 +56,7 @@
 //! use reader_core::{CancellationToken, DataReader, FileCheckpointStore};
 //! use reader_mongo::MongoConnector;
 //!
+//! # #[derive(Debug)]
 //! # struct Every100ms;
 //! # impl reader_core::RetryPolicy for Every100ms {
 //! #     fn schedule(&self) -> Box<dyn reader_core::RetrySchedule> { Box::new(Every100ms) }
