@@ -53,6 +53,8 @@ struct Inner {
     unacked: usize,
     /// Entries held by the tracker (Contiguous: queued, acknowledged or not).
     held: usize,
+    /// Positions taken for a commit that has not finished yet.
+    committing: usize,
 }
 
 /// Shared between the reader's tasks and every [`Delivery`](crate::Delivery).
@@ -228,9 +230,21 @@ impl AckState {
         self.ready_notify.notify_one();
     }
 
-    /// Take what is committable now.
+    /// Take what is committable now (they count as committing until [`Self::committed`]
+    /// or [`Self::requeue`]).
     pub(crate) fn take_ready(&self) -> Vec<Position> {
-        std::mem::take(&mut self.lock().ready)
+        let mut g = self.lock();
+        let taken = std::mem::take(&mut g.ready);
+        g.committing += taken.len();
+        taken
+    }
+
+    /// A commit of `n` taken positions succeeded.
+    pub(crate) fn committed(&self, n: usize) {
+        let mut g = self.lock();
+        g.committing = g.committing.saturating_sub(n);
+        drop(g);
+        self.window_notify.notify_waiters();
     }
 
     /// What is committable now, left in place.
@@ -241,6 +255,7 @@ impl AckState {
     /// Put back positions whose commit failed, in front of newer ones.
     pub(crate) fn requeue(&self, mut positions: Vec<Position>) {
         let mut g = self.lock();
+        g.committing = g.committing.saturating_sub(positions.len());
         if self.order == CommitOrder::Contiguous {
             // A newer ready position of the same lane supersedes the failed one.
             positions.retain(|p| !g.ready.iter().any(|r| r.lane() == p.lane()));
@@ -274,9 +289,18 @@ impl AckState {
         self.lock().unacked
     }
 
-    /// How many positions the tracker holds (the unacknowledged window).
+    /// The window that bounds fetching: positions delivered and not yet durable. In
+    /// Contiguous mode the unacknowledged queue (a new session restarts after the newest
+    /// acknowledged position, so acked-but-uncommitted ones are not re-delivered); in
+    /// Individual mode (Redis) also the acknowledged ones whose commit has not succeeded —
+    /// they stay pending on the server and a new session re-delivers them — so the window
+    /// bounds the duplicates after a fault even when commits are slow or failing.
     pub(crate) fn held(&self) -> usize {
-        self.lock().held
+        let g = self.lock();
+        match self.order {
+            CommitOrder::Contiguous => g.held,
+            CommitOrder::Individual => g.held + g.ready.len() + g.committing,
+        }
     }
 }
 
@@ -331,6 +355,27 @@ mod tests {
         s.new_epoch();
         assert!(!s.ack(t));
         assert!(s.take_ready().is_empty());
+    }
+
+    #[test]
+    fn individual_mode_holds_acked_positions_in_the_window_until_committed() {
+        let a = AckState::new(CommitOrder::Individual);
+        let (p1, p2) = (p(0, 1), p(0, 2));
+        let t = a.register(&[&p1, &p2]);
+        assert_eq!(a.held(), 2);
+        a.ack(t[0].unwrap());
+        assert_eq!(
+            a.held(),
+            2,
+            "acked but not committed: still pending on the server"
+        );
+        let taken = a.take_ready();
+        assert_eq!(a.held(), 2, "committing");
+        a.requeue(taken);
+        assert_eq!(a.held(), 2, "the commit failed");
+        let taken = a.take_ready();
+        a.committed(taken.len());
+        assert_eq!(a.held(), 1, "committed: out of the window");
     }
 
     #[test]

@@ -417,6 +417,7 @@ async fn commit_ready<C: Connector>(sh: &Shared<C>) -> Result<(), ReadError> {
         sh.acks.requeue(positions);
         return Err(e);
     }
+    sh.acks.committed(positions.len());
     sh.rc
         .metrics
         .commit_latency
