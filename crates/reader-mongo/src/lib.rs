@@ -90,6 +90,7 @@
 mod classify;
 mod config;
 mod connector;
+mod dlq;
 mod event;
 mod reader;
 mod redact;
@@ -99,6 +100,7 @@ pub mod token;
 pub use classify::{classify_mongo_error, is_history_lost, RESUMABLE_CHANGE_STREAM_ERROR};
 pub use config::{MongoConfig, OnHistoryLost, PayloadFormat, StartAt, WatchTarget};
 pub use connector::MongoConnector;
+pub use dlq::FullDocument;
 pub use reader::MongoReader;
 pub use redact::{redact_url, Redactor};
 pub use store::MongoCheckpointStore;
