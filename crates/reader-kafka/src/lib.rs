@@ -57,6 +57,7 @@ mod classify;
 mod config;
 mod connection;
 mod connector;
+mod dlq;
 mod fetcher;
 mod group;
 mod offsets;
