@@ -56,6 +56,7 @@
 //! use reader_core::{CancellationToken, DataReader, FileCheckpointStore};
 //! use reader_mongo::MongoConnector;
 //!
+//! # #[derive(Debug)]
 //! # struct Every100ms;
 //! # impl reader_core::RetryPolicy for Every100ms {
 //! #     fn schedule(&self) -> Box<dyn reader_core::RetrySchedule> { Box::new(Every100ms) }
@@ -82,6 +83,32 @@
 //!     d.ack();
 //! }
 //! reader.close().await;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Typed documents and dead letters
+//! [`FullDocument`] decodes each event's `fullDocument` into `T` (from BSON directly with
+//! `payload=bson`, no JSON round trip); a document that does not fit arrives as a
+//! `DecodeError` (the raw event, its resume token, serde's message naming the field) and the
+//! stream goes on. `dead_letter` inserts the event and the reason into
+//! `<collection>_dlq`, then acknowledges it. `delivery_count()` is counted by the reader.
+//!
+//! ```no_run
+//! # use futures::StreamExt;
+//! # async fn demo(reader: reader_core::DataReader<reader_mongo::MongoConnector>) -> Result<(), reader_core::ReadError> {
+//! #[derive(serde::Deserialize)]
+//! struct Order { #[serde(rename = "_id")] id: i64, amount: f64 }
+//! let mut orders = reader
+//!     .read(reader_core::CancellationToken::new())
+//!     .typed_with::<Order, _>(reader_mongo::FullDocument);
+//! while let Some(d) = orders.next().await {
+//!     let d = d?;
+//!     match d.value() {
+//!         Ok(order) => { println!("{} {}", order.id, order.amount); d.ack(); }
+//!         Err(e) if d.delivery_count() < 3 => eprintln!("{e}"), // left for re-delivery
+//!         Err(e) => d.dead_letter(e).await?, // to orders_dlq, then acked
+//!     }
+//! }
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
