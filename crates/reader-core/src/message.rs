@@ -198,7 +198,14 @@ impl Delivery {
                 "a detached delivery has no dead-letter destination",
             ));
         };
-        sink.dead_letter(&self.message, &reason.to_string()).await?;
+        // The dead letter records how often it was delivered, whoever counted.
+        if self.message.deliveries.is_some() {
+            sink.dead_letter(&self.message, &reason.to_string()).await?;
+        } else {
+            let mut m = self.message.clone();
+            m.deliveries = Some(self.attempt);
+            sink.dead_letter(&m, &reason.to_string()).await?;
+        }
         self.ack();
         Ok(())
     }

@@ -144,3 +144,81 @@ async fn mixed_records_valid_decoded_invalid_dead_lettered_with_headers() {
         got.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_delivery_count_survives_reconnects_then_dead_letters() {
+    use testkit::{FaultProxy, KafkaOpts, Server};
+    let port = testkit::free_port().unwrap();
+    let proxy = FaultProxy::start(format!("127.0.0.1:{port}"))
+        .await
+        .expect("proxy");
+    let _srv = Server::kafka(KafkaOpts {
+        port: Some(port),
+        advertised: Some(proxy.addr().to_owned()),
+        ..Default::default()
+    })
+    .await
+    .expect("own tansu");
+    let client = admin(proxy.addr()).await;
+    let topic = unique("typed-count");
+    create_topic(&client, &topic, 1).await;
+    produce(
+        &client,
+        &topic,
+        0,
+        vec![
+            r#"{"id":1}"#.to_owned(),
+            r#"{"id":2,"amount":1}"#.to_owned(),
+        ],
+    )
+    .await;
+    let r = reader(
+        group_config(proxy.addr(), &topic, &unique("g")),
+        "typed-kafka-count",
+        |_| {},
+    );
+    let mut s = r.read(CancellationToken::new()).typed::<Order>();
+    let t0 = std::time::Instant::now();
+    let mut counts = Vec::new();
+    loop {
+        let d = tokio::time::timeout(Duration::from_secs(60), s.next())
+            .await
+            .expect("re-delivered after the reconnect")
+            .unwrap()
+            .unwrap();
+        if d.is_ok() {
+            d.ack();
+            continue;
+        }
+        assert_eq!(po(&d), (0, 0));
+        counts.push(d.delivery_count());
+        if d.delivery_count() >= 3 {
+            d.dead_letter("failed 3 times").await.unwrap();
+            break;
+        }
+        // Retry: leave it unacknowledged and break the connection; the next session
+        // starts from the committed offset and delivers it again.
+        drop(d);
+        proxy.cut_all();
+    }
+    let elapsed = t0.elapsed();
+    r.close().await;
+    assert_eq!(
+        counts,
+        vec![1, 2, 3],
+        "counted by the reader across sessions"
+    );
+    let dlq = client
+        .partition_client(format!("{topic}.dlq"), 0, UnknownTopicHandling::Retry)
+        .await
+        .unwrap();
+    let (records, _) = dlq.fetch_records(0, 1..1_000_000, 1_000).await.unwrap();
+    assert_eq!(records.len(), 1);
+    let h = &records[0].record.headers;
+    assert_eq!(h["dlq.deliveries"], b"3");
+    assert_eq!(h["dlq.error"], b"failed 3 times");
+    assert_eq!(h["dlq.offset"], b"0");
+    eprintln!(
+        "kafka delivery count: 3 deliveries over 2 connection cuts, dead-lettered in {elapsed:?}"
+    );
+}
