@@ -66,7 +66,14 @@ pub(crate) struct AckState {
     pub(crate) ready_notify: Notify,
     /// Woken when the window shrank (an ack arrived or lanes were reset).
     pub(crate) window_notify: Notify,
+    /// Deliveries so far of each position not acknowledged yet, across sessions (for
+    /// backends that keep no delivery counter).
+    attempts: Mutex<HashMap<Position, u32>>,
 }
+
+/// At most this many positions have their deliveries counted; past it an arbitrary one is
+/// forgotten (it then counts from 1 again): a bound on memory, far above `max_unacked`.
+const MAX_COUNTED: usize = 100_000;
 
 impl AckState {
     pub(crate) fn new(order: CommitOrder) -> Arc<Self> {
@@ -75,7 +82,40 @@ impl AckState {
             inner: Mutex::new(Inner::default()),
             ready_notify: Notify::new(),
             window_notify: Notify::new(),
+            attempts: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn attempts(&self) -> MutexGuard<'_, HashMap<Position, u32>> {
+        self.attempts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// One more delivery of `pos`: how many there were, counting this one.
+    pub(crate) fn count_delivery(&self, pos: &Position) -> u32 {
+        if !pos.is_durable() {
+            return 1;
+        }
+        let mut g = self.attempts();
+        if let Some(n) = g.get_mut(pos) {
+            *n = n.saturating_add(1);
+            return *n;
+        }
+        if g.len() >= MAX_COUNTED {
+            if let Some(k) = g.keys().next().cloned() {
+                g.remove(&k);
+            }
+        }
+        g.insert(pos.clone(), 1);
+        1
+    }
+
+    /// `pos` was acknowledged (or dead-lettered): stop counting it.
+    pub(crate) fn forget_attempts(&self, pos: &Position) {
+        if pos.is_durable() {
+            self.attempts().remove(pos);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

@@ -89,6 +89,22 @@ pub trait Reader: Send + Sync + 'static {
     /// One round trip to the server; returns its duration.
     async fn ping(&self) -> Result<Duration, ReadError>;
 
+    /// Write `message` to this source's dead-letter destination with `reason` (what
+    /// [`Delivery::dead_letter`](crate::Delivery::dead_letter) calls; the reader then
+    /// acknowledges the message and reports [`EventKind::DeadLettered`](crate::EventKind)).
+    /// Must not acknowledge or commit anything itself, except where the backend's own
+    /// bookkeeping needs it (Redis `XACK`s the entry it moved).
+    ///
+    /// The default: a permanent `Config` error saying this backend has no dead-letter
+    /// destination.
+    async fn dead_letter(&self, message: &Message, reason: &str) -> Result<(), ReadError> {
+        let _ = (message, reason);
+        Err(ReadError::permanent(
+            crate::error::ErrorKind::Config,
+            "this source has no dead-letter destination",
+        ))
+    }
+
     /// Close the session (leave the group, close the cursor, drop connections).
     async fn close(&self);
 }
@@ -112,6 +128,9 @@ impl Reader for BoxReader {
     }
     async fn ping(&self) -> Result<Duration, ReadError> {
         (**self).ping().await
+    }
+    async fn dead_letter(&self, message: &Message, reason: &str) -> Result<(), ReadError> {
+        (**self).dead_letter(message, reason).await
     }
     async fn close(&self) {
         (**self).close().await;

@@ -53,6 +53,7 @@
 
 mod ack;
 mod checkpoint;
+mod codec;
 mod config;
 mod connector;
 mod error;
@@ -69,9 +70,11 @@ mod state;
 mod stream;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod typed;
 
 pub use ack::CommitOrder;
 pub use checkpoint::{CheckpointStore, FileCheckpointStore, MemoryCheckpointStore};
+pub use codec::{Codec, CodecError, Json, MessagePack, Raw, Utf8};
 pub use config::{AckMode, ReaderConfig};
 pub use connector::{BoxConnector, BoxReader, Connector, Reader, SessionContext};
 pub use error::{Classify, ErrorClass, ErrorKind, Exhausted, ReadError};
@@ -85,6 +88,7 @@ pub use reconnector::Reconnector;
 pub use retry::{RetryContext, RetryDecision, RetryPolicy, RetrySchedule};
 pub use state::{ConnState, IllegalTransition, StateMachine, Transition};
 pub use stream::ReadStream;
+pub use typed::{DecodeError, TypedDelivery, TypedStream};
 
 /// Re-exported so users need not depend on tokio-util for the token.
 pub use tokio_util::sync::CancellationToken;

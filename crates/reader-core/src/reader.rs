@@ -19,7 +19,7 @@ use crate::connector::{Connector, Reader};
 use crate::error::{ErrorKind, ReadError};
 use crate::events::{EventKind, ReaderEvent};
 use crate::health::{Health, HealthHandle, HealthView};
-use crate::message::Delivery;
+use crate::message::{DeadLetterSink, Delivery, Message};
 use crate::position::{Checkpoint, Position};
 use crate::reconnector::{Established, Outage, Reconnector};
 use crate::retry::RetryPolicy;
@@ -376,6 +376,48 @@ impl<C: Connector> Drop for DataReader<C> {
     }
 }
 
+/// What a [`Delivery`] dead-letters through: the current session of its reader (weakly, so a
+/// kept delivery does not keep a closed reader alive).
+struct SessionDeadLetter<C: Connector>(std::sync::Weak<Shared<C>>);
+
+#[async_trait::async_trait]
+impl<C: Connector> DeadLetterSink for SessionDeadLetter<C> {
+    async fn dead_letter(&self, message: &Message, reason: &str) -> Result<(), ReadError> {
+        let Some(sh) = self.0.upgrade() else {
+            return Err(ReadError::closed());
+        };
+        let Some((reader, _)) = current(&sh) else {
+            return Err(ReadError::transient(
+                ErrorKind::Connection,
+                "no session to dead-letter through right now",
+            ));
+        };
+        let span = tracing::debug_span!("dead_letter", source = %sh.rc.source(), position = %message.position);
+        match tokio::time::timeout(
+            sh.config.ping_timeout,
+            reader.dead_letter(message, reason).instrument(span),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.with_source_name(sh.rc.source().clone())),
+            Err(_) => {
+                return Err(ReadError::transient(
+                    ErrorKind::Timeout,
+                    "writing the dead letter timed out",
+                ))
+            }
+        }
+        tracing::warn!(source = %sh.rc.source(), position = %message.position, %reason, "dead-lettered");
+        sh.rc.events.emit(
+            EventKind::DeadLettered,
+            Some(message.position.clone()),
+            format!("{} dead-lettered: {reason}", message.position),
+        );
+        Ok(())
+    }
+}
+
 fn current<C: Connector>(sh: &Shared<C>) -> Option<(Arc<C::Reader>, CancellationToken)> {
     lock(&sh.current)
         .as_ref()
@@ -639,6 +681,7 @@ async fn fetch_loop<C: Connector>(
         cfg.fetch_max
     };
     let source = sh.rc.source().clone();
+    let dlq: Arc<dyn DeadLetterSink> = Arc::new(SessionDeadLetter(Arc::downgrade(sh)));
     let retired = || {
         ReadError::transient(
             ErrorKind::Connection,
@@ -725,7 +768,11 @@ async fn fetch_loop<C: Connector>(
         let mut permit = Some(permit);
         for (mut msg, token) in messages.into_iter().zip(tokens) {
             msg.source = source.clone();
-            let d = Delivery::new(msg, sh.acks.clone(), token);
+            let attempt = match msg.deliveries {
+                Some(n) => n.max(1),
+                None => sh.acks.count_delivery(&msg.position),
+            };
+            let d = Delivery::new(msg, sh.acks.clone(), token, attempt, dlq.clone());
             if let Some(p) = permit.take() {
                 p.send(Ok(d));
             } else {

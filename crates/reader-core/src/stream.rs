@@ -7,8 +7,10 @@ use std::time::Duration;
 use futures::Stream;
 use tokio::sync::mpsc;
 
+use crate::codec::{Codec, Json};
 use crate::error::ReadError;
 use crate::message::Delivery;
+use crate::typed::TypedStream;
 
 /// The deliveries of a [`DataReader`](crate::DataReader). A `futures::Stream` of
 /// `Result<Delivery, ReadError>`; also offers single and batch reads.
@@ -147,6 +149,22 @@ impl ReadStream {
             let item = s.recv_adaptive(max).await?;
             Some((item, s))
         })
+    }
+
+    /// The typed view, decoding each payload as JSON into `T`. A payload that is not a `T`
+    /// arrives as a [`TypedDelivery`](crate::TypedDelivery) holding a
+    /// [`DecodeError`](crate::DecodeError); the stream goes on.
+    #[must_use]
+    pub fn typed<T: serde::de::DeserializeOwned>(self) -> TypedStream<T, Json> {
+        TypedStream::new(self, Json)
+    }
+
+    /// The typed view with another codec ([`MessagePack`](crate::MessagePack),
+    /// [`Raw`](crate::Raw), [`Utf8`](crate::Utf8), or the application's own
+    /// [`Codec`](crate::Codec)).
+    #[must_use]
+    pub fn typed_with<T, C: Codec<T>>(self, codec: C) -> TypedStream<T, C> {
+        TypedStream::new(self, codec)
     }
 
     /// How many deliveries are buffered right now.

@@ -43,6 +43,7 @@ struct Script {
     fetch: VecDeque<FetchFault>,
     recover: VecDeque<ReadError>,
     commits: Vec<Position>,
+    dead_letters: Vec<(Position, Bytes, String)>,
     connect_times: Vec<tokio::time::Instant>,
     hang_close: bool,
 }
@@ -110,6 +111,18 @@ impl ScriptedConnector {
         }
         drop(s);
         self.inner.appended.notify_waiters();
+    }
+
+    /// Append one message with this payload.
+    pub fn push_payload(&self, payload: impl Into<Bytes>) {
+        self.script().log.push(payload.into());
+        self.inner.appended.notify_waiters();
+    }
+
+    /// What was dead-lettered so far: position, payload, reason.
+    #[must_use]
+    pub fn dead_letters(&self) -> Vec<(Position, Bytes, String)> {
+        self.script().dead_letters.clone()
     }
 
     /// Queue a connect step.
@@ -268,6 +281,15 @@ impl Reader for ScriptedReader {
 
     async fn ping(&self) -> Result<Duration, ReadError> {
         Ok(Duration::from_millis(1))
+    }
+
+    async fn dead_letter(&self, message: &Message, reason: &str) -> Result<(), ReadError> {
+        self.conn.script().dead_letters.push((
+            message.position.clone(),
+            message.payload.clone(),
+            reason.to_owned(),
+        ));
+        Ok(())
     }
 
     async fn close(&self) {

@@ -700,6 +700,11 @@ impl Reader for KafkaReader {
         self.conn.ping().await
     }
 
+    /// Produce to `<topic>.dlq` (see the `dlq` module).
+    async fn dead_letter(&self, message: &Message, reason: &str) -> Result<(), ReadError> {
+        crate::dlq::write(&self.client, message, reason).await
+    }
+
     async fn close(&self) {
         if let Some(h) = lock(&self.heartbeat).take() {
             h.abort();

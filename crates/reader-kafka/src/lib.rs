@@ -57,6 +57,29 @@
 //! println!("committed: {:?}", report.committed);
 //! # Ok(()) }
 //! ```
+//!
+//! ## Typed records and dead letters
+//! `typed::<T>()` decodes each value as JSON (or `typed_with` another codec); a record that
+//! does not decode arrives as a `DecodeError` (raw bytes, `topic/partition@offset`, serde's
+//! message) without ending the stream. `dead_letter` produces it to `<topic>.dlq` with the
+//! original topic, partition, offset and the reason in `dlq.*` headers, then acknowledges it.
+//! `delivery_count()` is counted by the reader (Kafka keeps no counter).
+//!
+//! ```no_run
+//! # use futures::StreamExt;
+//! # async fn demo(reader: reader_core::DataReader<reader_kafka::KafkaConnector>) -> Result<(), reader_core::ReadError> {
+//! #[derive(serde::Deserialize)]
+//! struct Order { id: u64, amount: f64 }
+//! let mut orders = reader.read(reader_core::CancellationToken::new()).typed::<Order>();
+//! while let Some(d) = orders.next().await {
+//!     let d = d?;
+//!     match d.value() {
+//!         Ok(order) => { println!("{} {}", order.id, order.amount); d.ack(); }
+//!         Err(e) => d.dead_letter(e).await?, // to orders.dlq, then acked
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -66,6 +89,7 @@ mod classify;
 mod config;
 mod connection;
 mod connector;
+mod dlq;
 mod fetcher;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -95,6 +95,7 @@ pub(crate) fn convert(ev: RawDocumentBuf, payload: PayloadFormat) -> Result<Conv
         },
         source: "".into(),
         timestamp,
+        deliveries: None,
     }))
 }
 

@@ -85,12 +85,39 @@
 //! reader.close().await;
 //! # Ok(()) }
 //! ```
+//!
+//! ## Typed documents and dead letters
+//! [`FullDocument`] decodes each event's `fullDocument` into `T` (from BSON directly with
+//! `payload=bson`, no JSON round trip); a document that does not fit arrives as a
+//! `DecodeError` (the raw event, its resume token, serde's message naming the field) and the
+//! stream goes on. `dead_letter` inserts the event and the reason into
+//! `<collection>_dlq`, then acknowledges it. `delivery_count()` is counted by the reader.
+//!
+//! ```no_run
+//! # use futures::StreamExt;
+//! # async fn demo(reader: reader_core::DataReader<reader_mongo::MongoConnector>) -> Result<(), reader_core::ReadError> {
+//! #[derive(serde::Deserialize)]
+//! struct Order { #[serde(rename = "_id")] id: i64, amount: f64 }
+//! let mut orders = reader
+//!     .read(reader_core::CancellationToken::new())
+//!     .typed_with::<Order, _>(reader_mongo::FullDocument);
+//! while let Some(d) = orders.next().await {
+//!     let d = d?;
+//!     match d.value() {
+//!         Ok(order) => { println!("{} {}", order.id, order.amount); d.ack(); }
+//!         Err(e) if d.delivery_count() < 3 => eprintln!("{e}"), // left for re-delivery
+//!         Err(e) => d.dead_letter(e).await?, // to orders_dlq, then acked
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod classify;
 mod config;
 mod connector;
+mod dlq;
 mod event;
 mod reader;
 mod redact;
@@ -100,6 +127,7 @@ pub mod token;
 pub use classify::{classify_mongo_error, is_history_lost, RESUMABLE_CHANGE_STREAM_ERROR};
 pub use config::{MongoConfig, OnHistoryLost, PayloadFormat, StartAt, WatchTarget};
 pub use connector::MongoConnector;
+pub use dlq::FullDocument;
 pub use reader::MongoReader;
 pub use redact::{redact_url, Redactor};
 pub use store::MongoCheckpointStore;

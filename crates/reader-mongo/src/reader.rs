@@ -273,6 +273,11 @@ impl Reader for MongoReader {
         lock(&self.idle).take()
     }
 
+    /// Insert the event and the reason into `<collection>_dlq` of its database.
+    async fn dead_letter(&self, message: &Message, reason: &str) -> Result<(), ReadError> {
+        crate::dlq::write(&self.client, &self.cfg, &self.redactor, message, reason).await
+    }
+
     async fn ping(&self) -> Result<Duration, ReadError> {
         let t0 = Instant::now();
         let bound = self.cfg.op_timeout;

@@ -115,6 +115,12 @@ impl Reader for RedisReader {
             Self::PubSub(r) => r.ping().await,
         }
     }
+    async fn dead_letter(&self, message: &Message, reason: &str) -> Result<(), ReadError> {
+        match self {
+            Self::Streams(r) => r.dead_letter(message, reason).await,
+            Self::PubSub(r) => r.dead_letter(message, reason).await,
+        }
+    }
     async fn close(&self) {
         match self {
             Self::Streams(r) => r.close().await,

@@ -83,6 +83,30 @@
 //! println!("left unacknowledged: {}", report.unacked);
 //! # Ok(()) }
 //! ```
+//!
+//! ## Typed entries and dead letters
+//! `typed::<T>()` decodes each entry's first field value as JSON (or `typed_with` another
+//! codec: `MessagePack`, `Utf8`, `Raw`, your own); an entry that does not decode arrives as a
+//! `DecodeError` (raw bytes, `key@id`, serde's message naming the field) and the stream goes
+//! on. `dead_letter` moves it to the same dead-letter stream `max_deliveries` uses
+//! (`<key>:dlq`, with `original_id`, `stream`, `group`, `consumer`, `reason` and its fields)
+//! and `XACK`s it. `delivery_count()` is Redis's own counter of the pending entry.
+//!
+//! ```no_run
+//! # use futures::StreamExt;
+//! # async fn demo(reader: reader_core::DataReader<reader_redis::RedisConnector>) -> Result<(), reader_core::ReadError> {
+//! #[derive(serde::Deserialize)]
+//! struct Order { id: u64, amount: f64 }
+//! let mut orders = reader.read(reader_core::CancellationToken::new()).typed::<Order>();
+//! while let Some(d) = orders.next().await {
+//!     let d = d?;
+//!     match d.value() {
+//!         Ok(order) => { println!("{} {}", order.id, order.amount); d.ack(); }
+//!         Err(e) => d.dead_letter(e).await?, // XADD orders:dlq, XACK
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 

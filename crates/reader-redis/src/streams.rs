@@ -257,7 +257,7 @@ impl StreamsReader {
     }
 
     /// Move an entry delivered too often to the dead-letter stream, then XACK it.
-    async fn dead_letter(
+    async fn dead_letter_overdelivered(
         &self,
         key: &Arc<str>,
         id: StreamId,
@@ -265,16 +265,48 @@ impl StreamsReader {
         deliveries: u64,
         max: u64,
     ) -> Result<(), ReadError> {
-        let dlq = self.s.dlq_for(key);
         let reason = format!("delivered {deliveries} times (max_deliveries {max}) without an ack");
+        let dlq = self
+            .write_dead_letter(key, id, fields, &reason, Some(deliveries))
+            .await?;
+        tracing::warn!(source = %self.ctx.source, stream = %key, %id, %dlq, %reason, "dead-lettered");
+        self.ctx.events.emit(
+            EventKind::DeadLettered,
+            Some(Position::Stream {
+                stream: key.clone(),
+                id,
+            }),
+            format!("{key}@{id} moved to {dlq}: {reason}"),
+        );
+        Ok(())
+    }
+
+    /// `XADD` an entry to the dead-letter stream of `key` (its original ID, stream, group,
+    /// consumer, the reason and, when known, the delivery count, then its own fields), then
+    /// `XACK` it. Returns the dead-letter stream's key. Both the `max_deliveries` screen and
+    /// the application's [`Delivery::dead_letter`](reader_core::Delivery::dead_letter) use it.
+    async fn write_dead_letter(
+        &self,
+        key: &str,
+        id: StreamId,
+        fields: Vec<(Bytes, Bytes)>,
+        reason: &str,
+        deliveries: Option<u64>,
+    ) -> Result<String, ReadError> {
+        let dlq = self.s.dlq_for(key);
         let mut pairs: Vec<(Key, Value)> = vec![
             ("original_id".into(), id.to_string().into()),
-            ("stream".into(), key.as_ref().into()),
+            ("stream".into(), key.into()),
             ("group".into(), self.s.group.as_str().into()),
             ("consumer".into(), self.s.consumer.as_str().into()),
-            ("reason".into(), reason.as_str().into()),
-            ("deliveries".into(), (deliveries as i64).into()),
+            ("reason".into(), reason.into()),
         ];
+        if let Some(n) = deliveries {
+            pairs.push((
+                "deliveries".into(),
+                i64::try_from(n).unwrap_or(i64::MAX).into(),
+            ));
+        }
         pairs.extend(
             fields
                 .into_iter()
@@ -285,15 +317,39 @@ impl StreamsReader {
             return Err(self.fail(&e, &format!("XADD {dlq} (dead letter)")));
         }
         self.xack(key, vec![id.to_string()]).await?;
-        tracing::warn!(source = %self.ctx.source, stream = %key, %id, %dlq, %reason, "dead-lettered");
-        self.ctx.events.emit(
-            EventKind::DeadLettered,
-            Some(Position::Stream {
-                stream: key.clone(),
-                id,
-            }),
-            format!("{key}@{id} moved to {dlq}: {reason}"),
+        Ok(dlq)
+    }
+
+    /// The application's dead letter of a delivered message: its fields are rebuilt from
+    /// the message (key and payload first, then the headers, as [`entry::message`] split
+    /// them).
+    pub(crate) async fn dead_letter(
+        &self,
+        message: &Message,
+        reason: &str,
+    ) -> Result<(), ReadError> {
+        let Position::Stream { stream, id } = &message.position else {
+            return Err(ReadError::permanent(
+                ErrorKind::Config,
+                format!(
+                    "redis: cannot dead-letter a message at {} (not a stream entry)",
+                    message.position
+                ),
+            ));
+        };
+        let mut fields = Vec::with_capacity(message.headers.len() + 1);
+        if let Some(k) = &message.key {
+            fields.push((k.clone(), message.payload.clone()));
+        }
+        fields.extend(
+            message
+                .headers
+                .iter()
+                .map(|(k, v)| (Bytes::from(k.clone()), v.clone())),
         );
+        let deliveries = message.deliveries.map(u64::from);
+        self.write_dead_letter(stream, *id, fields, reason, deliveries)
+            .await?;
         Ok(())
     }
 
@@ -325,8 +381,17 @@ impl StreamsReader {
             let fields = e.fields.unwrap_or_default();
             let n = counts.get(&e.id).copied().unwrap_or(1);
             match self.s.max_deliveries {
-                Some(max) if n > max => self.dead_letter(key, e.id, fields, n, max).await?,
-                _ => out.push(entry::message(key, e.id, fields)),
+                Some(max) if n > max => {
+                    self.dead_letter_overdelivered(key, e.id, fields, n, max)
+                        .await?;
+                }
+                _ => {
+                    let mut m = entry::message(key, e.id, fields);
+                    m.deliveries = counts
+                        .get(&e.id)
+                        .map(|n| u32::try_from(*n).unwrap_or(u32::MAX));
+                    out.push(m);
+                }
             }
         }
         Ok(out)
@@ -576,6 +641,10 @@ impl Reader for StreamsReader {
             Ok(_) => Ok(t0.elapsed()),
             Err(e) => Err(self.fail(&e, "PING")),
         }
+    }
+
+    async fn dead_letter(&self, message: &Message, reason: &str) -> Result<(), ReadError> {
+        StreamsReader::dead_letter(self, message, reason).await
     }
 
     async fn close(&self) {

@@ -38,6 +38,33 @@
 //! A backend whose feature is off is not compiled at all: a Kafka-only application
 //! depends on `unireader` with `default-features = false, features = ["kafka"]`.
 //!
+//! ## Typed messages and poison
+//! `typed::<T>()` decodes each payload as JSON into your struct ([`Json`]; `typed_with` takes
+//! [`MessagePack`], [`Utf8`], [`Raw`], `mongo::FullDocument` or your own [`Codec`]). A payload
+//! that does not decode is neither dropped nor a stream-ending error: it arrives as a
+//! [`TypedDelivery`] whose value is a [`DecodeError`] (raw bytes, position, source, serde's
+//! message naming the field), and you decide: `ack` to skip, leave it to be delivered again,
+//! or `dead_letter` it — to `<key>:dlq` (Redis), `<topic>.dlq` (Kafka) or
+//! `<collection>_dlq` (MongoDB). `delivery_count()` works on every backend.
+//!
+//! ```no_run
+//! # use futures::StreamExt;
+//! # async fn demo() -> Result<(), unireader::ReadError> {
+//! #[derive(serde::Deserialize)]
+//! struct Order { id: u64, amount: f64 }
+//! let reader = unireader::from_url("kafka://127.0.0.1:9092/orders?group=billing")?.build()?;
+//! let mut orders = reader.read(unireader::CancellationToken::new()).typed::<Order>();
+//! while let Some(d) = orders.next().await {
+//!     let d = d?;
+//!     match d.value() {
+//!         Ok(order) => { println!("{} {}", order.id, order.amount); d.ack(); }
+//!         Err(e) if d.delivery_count() < 3 => eprintln!("will retry: {e}"),
+//!         Err(e) => d.dead_letter(e).await?, // then acknowledged
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! ## Retry
 //! By default a reader keeps reconnecting while its source is away, for up to five minutes
 //! per outage, with exponential backoff (100 ms doubling to 5 s, equal jitter): see
@@ -54,9 +81,11 @@ pub use builder::{connector_from_url, default_retry, from_url, Source, SourceBui
 pub use merge::{merge, Tagged};
 
 pub use reader_core::{
-    AckMode, BoxConnector, CancellationToken, Checkpoint, CheckpointStore, ConnState, DataReader,
-    Delivery, ErrorClass, ErrorKind, EventKind, FileCheckpointStore, Health, MemoryCheckpointStore,
-    Message, Position, ReadError, ReadStream, ReaderConfig, ReaderEvent, ShutdownReport,
+    AckMode, BoxConnector, CancellationToken, Checkpoint, CheckpointStore, Codec, CodecError,
+    ConnState, DataReader, DecodeError, Delivery, ErrorClass, ErrorKind, EventKind,
+    FileCheckpointStore, Health, Json, MemoryCheckpointStore, Message, MessagePack, Position, Raw,
+    ReadError, ReadStream, ReaderConfig, ReaderEvent, ShutdownReport, TypedDelivery, TypedStream,
+    Utf8,
 };
 pub use reader_retry::{Jitter, Retry};
 
