@@ -71,6 +71,7 @@ mod stream;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod typed;
+pub mod urltext;
 
 pub use ack::CommitOrder;
 pub use checkpoint::{CheckpointStore, FileCheckpointStore, MemoryCheckpointStore};

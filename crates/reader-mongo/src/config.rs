@@ -436,27 +436,7 @@ fn parse_on_history_lost(v: &str) -> Result<OnHistoryLost, String> {
     }
 }
 
-/// Decode `%XX` escapes (a '+' stays a '+').
-pub(crate) fn percent_decode(s: &str) -> Result<String, String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = b
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad percent escape at byte {i}"))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| "percent escapes do not form UTF-8".to_owned())
-}
+pub(crate) use reader_core::urltext::percent_decode;
 
 #[cfg(test)]
 mod tests {

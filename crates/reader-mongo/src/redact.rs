@@ -6,34 +6,16 @@ const SECRET_PARAMS: &[&str] = &["tlscertificatekeyfilepassword", "authmechanism
 /// The URL with the password (and secret query values) replaced by `***`.
 #[must_use]
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
+    if !url.contains("://") {
         return url.to_owned();
-    };
-    let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(auth_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, hosts)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{hosts}"),
-            None => format!("{userinfo}@{hosts}"),
+    }
+    reader_core::urltext::redact_url(
+        url,
+        reader_core::urltext::RedactRules {
+            bare_userinfo_is_secret: false,
+            secret_params: SECRET_PARAMS,
         },
-        None => authority.to_owned(),
-    };
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => {
-            let q: Vec<String> = query
-                .split('&')
-                .map(|pair| match pair.split_once('=') {
-                    Some((k, _)) if SECRET_PARAMS.contains(&k.to_ascii_lowercase().as_str()) => {
-                        format!("{k}=***")
-                    }
-                    _ => pair.to_owned(),
-                })
-                .collect();
-            format!("{path}?{}", q.join("&"))
-        }
-        None => tail.to_owned(),
-    };
-    format!("{scheme}://{authority}{tail}")
+    )
 }
 
 /// Replaces the secrets of one URL wherever they appear in a text (a driver message, say).

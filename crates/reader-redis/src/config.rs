@@ -182,43 +182,18 @@ pub struct RedisConfig {
     pub mode: Mode,
 }
 
-fn percent_decode(s: &str) -> Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| "a malformed %-escape".to_owned())?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| "%-escapes that are not UTF-8".to_owned())
-}
+use reader_core::urltext::percent_decode;
 
 /// The URL with the password replaced by `***` (for messages and logs).
 #[must_use]
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "<not a URL>".to_owned();
-    };
-    let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(auth_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
-            None => format!("***@{host}"),
+    reader_core::urltext::redact_url(
+        url,
+        reader_core::urltext::RedactRules {
+            bare_userinfo_is_secret: true,
+            secret_params: &[],
         },
-        None => authority.to_owned(),
-    };
-    format!("{scheme}://{authority}{tail}")
+    )
 }
 
 fn default_consumer() -> String {

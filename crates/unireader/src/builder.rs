@@ -34,19 +34,16 @@ fn scheme_of(url: &str) -> Result<String, ReadError> {
     Ok(scheme.to_ascii_lowercase())
 }
 
-/// Shows a URL with any password replaced by `***`.
+/// Shows a URL with any password replaced by `***` (a bare user-info part counts as one:
+/// this runs before the scheme is known to be valid).
 pub(crate) fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        Ok(u) => u.to_string(),
-        Err(_) => match url.rsplit_once('@') {
-            Some((_, host)) => format!("***@{host}"),
-            None => url.to_owned(),
+    reader_core::urltext::redact_url(
+        url,
+        reader_core::urltext::RedactRules {
+            bare_userinfo_is_secret: true,
+            secret_params: &[],
         },
-    }
+    )
 }
 
 #[allow(dead_code)] // used only when a backend feature is off
