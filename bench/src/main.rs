@@ -4,6 +4,7 @@
 //! ```text
 //! cargo xtask bench [--backend redis|kafka|mongo|all] [--messages N] [--payload BYTES]
 //!                   [--rounds R] [--trials T] [--rate MSG_PER_S] [--lat-secs S] [--soak N]
+//!                   [--mongo-payload json|bson] [--out FILE]
 //! ```
 //!
 //! Per backend: throughput (median of rounds) of the raw driver's plain consume loop, of
@@ -38,12 +39,16 @@ pub struct Args {
     rate: u64,
     lat_secs: u64,
     soak: u64,
+    mongo_payload: String,
     out: PathBuf,
 }
 
 const USAGE: &str = "usage: cargo xtask bench [--backend redis|kafka|mongo|all] [--messages N] [--payload BYTES]
-                        [--rounds R] [--trials T] [--rate MSG_PER_S] [--lat-secs S] [--soak N] [--out FILE]
-defaults: all, 200000 messages, 100 bytes, 3 rounds, 20 trials, 1000 msg/s for 5 s, soak 1000000 (redis; 0 = off)";
+                        [--rounds R] [--trials T] [--rate MSG_PER_S] [--lat-secs S] [--soak N]
+                        [--mongo-payload json|bson] [--out FILE]
+defaults: all, 200000 messages (kafka: at most 50000), 100 bytes, 3 rounds, 20 trials,
+          1000 msg/s for 5 s, soak 1000000 (redis; 0 = off), mongo payload json (unireader's default)
+BENCH_TRACE=1 prints the reader's transitions and events during the reconnect trials";
 
 fn parse() -> Result<Args> {
     let mut a = Args {
@@ -55,6 +60,7 @@ fn parse() -> Result<Args> {
         rate: 1000,
         lat_secs: 5,
         soak: 1_000_000,
+        mongo_payload: "json".into(),
         out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench/latest.json"),
     };
     let mut it = std::env::args().skip(1);
@@ -86,6 +92,10 @@ fn parse() -> Result<Args> {
             "--rate" => a.rate = num(&v)?.max(100),
             "--lat-secs" => a.lat_secs = num(&v)?.max(1),
             "--soak" => a.soak = num(&v)?,
+            "--mongo-payload" => match v.as_str() {
+                "json" | "bson" => a.mongo_payload = v,
+                other => bail!("--mongo-payload: `{other}` is neither json nor bson"),
+            },
             "--out" => a.out = PathBuf::from(v),
             other => bail!("unknown flag `{other}`\n{USAGE}"),
         }
@@ -170,6 +180,7 @@ fn to_json(r: &BackendResult) -> serde_json::Value {
             "server_back_to_ready": dist(&r.reconnect.back_to_ready),
             "server_back_to_first_message": dist(&r.reconnect.back_to_first),
             "kill_to_ready": dist(&r.reconnect.kill_to_ready),
+            "kill_to_server_back": dist(&r.reconnect.kill_to_back),
             "trials_where_reader_stayed_ready": r.reconnect.stayed_ready,
         },
         "cancel_ms": dist(&r.cancel),
@@ -214,16 +225,17 @@ fn markdown(a: &Args, results: &[BackendResult]) -> String {
             );
         }
     }
-    let _ = writeln!(s, "\n| backend | latency raw p50/p99 ms | latency unireader p50/p99 ms | server back → Ready p50/p99 ms | server back → first msg p50/p99 ms | kill → Ready p50/p99 ms | cancel → 0 tasks p50/p99 ms |");
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "\n| backend | latency raw p50/p99 ms | latency unireader p50/p99 ms | kill → server back p50/p99 ms | server back → Ready p50/p99 ms | server back → first msg p50/p99 ms | kill → Ready p50/p99 ms | cancel → 0 tasks p50/p99 ms |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
     for r in results {
         let pp = |v: &[f64]| format!("{:.2} / {:.2}", p(v, 50.0), p(v, 99.0));
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             r.name,
             pp(&r.lat_raw),
             pp(&r.lat_ur),
+            pp(&r.reconnect.kill_to_back),
             pp(&r.reconnect.back_to_ready),
             pp(&r.reconnect.back_to_first),
             pp(&r.reconnect.kill_to_ready),

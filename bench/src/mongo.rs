@@ -108,7 +108,11 @@ pub async fn run(a: &Args) -> Result<BackendResult> {
     let db = client.database(DB);
     let mut res = BackendResult::new(
         "mongo",
-        "MongoDB change stream while inserting (insert_many of 1000); unireader payload = relaxed JSON (the default)",
+        if a.mongo_payload == "bson" {
+            "MongoDB change stream while inserting (insert_many of 1000); unireader payload=bson (raw event bytes, no conversion)"
+        } else {
+            "MongoDB change stream while inserting (insert_many of 1000); unireader payload = relaxed JSON (the default)"
+        },
     );
     res.version = common::version_of(&testkit::paths::mongod(), "--version");
     let n = a.messages;
@@ -130,7 +134,8 @@ pub async fn run(a: &Args) -> Result<BackendResult> {
             let name = format!("ur{r}{}", mode.tag());
             let c = db.collection::<Document>(&name);
             let u = format!(
-                "{url}&database={DB}&collection={name}&start=time:{}",
+                "{url}&database={DB}&collection={name}&payload={}&start=time:{}",
+                a.mongo_payload,
                 unix_secs().saturating_sub(2)
             );
             ur.push(

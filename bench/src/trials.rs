@@ -23,6 +23,8 @@ pub struct Reconnect {
     pub back_to_first: Vec<f64>,
     /// kill -9 → reader Ready (the whole outage as the application sees it).
     pub kill_to_ready: Vec<f64>,
+    /// kill -9 → server ready again (testkit's restart: the server's own part).
+    pub kill_to_back: Vec<f64>,
     /// Trials where the reader never left Ready: the driver healed the outage by itself
     /// (MongoDB's one automatic resume) — only `back_to_first` has a figure then.
     pub stayed_ready: u32,
@@ -30,6 +32,11 @@ pub struct Reconnect {
 
 /// `trials` times: kill -9 the server, restart it on the same port and data, write one
 /// stamped message with `write`, and time the reader's Ready and that message.
+///
+/// Flakiness detection is switched off here: 20 kills within a minute are, by design, a
+/// flapping source to the core (its retry budget is then not renewed by the short
+/// successes, so the backoff keeps growing: p50 ≈ 3 s measured on Redis). With it off, each
+/// trial measures one isolated outage.
 pub async fn reconnect<W, Fut>(
     server: &mut Server,
     url: &str,
@@ -42,7 +49,12 @@ where
     W: Fn() -> Fut,
     Fut: Future<Output = Result<()>>,
 {
-    let reader = unireader::from_url(url)?.configure(tweak).build()?;
+    let reader = unireader::from_url(url)?
+        .configure(|c| {
+            tweak(c);
+            c.flaky.min_flips = usize::MAX;
+        })
+        .build()?;
     let token = CancellationToken::new();
     let mut s = reader.read(token.child_token());
     let (msg_tx, mut msg_rx) = mpsc::unbounded_channel::<(u64, Instant)>();
@@ -56,7 +68,18 @@ where
     let mut tr = reader.transitions();
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<Instant>();
     let watcher = tokio::spawn(async move {
+        let trace = std::env::var_os("BENCH_TRACE").is_some();
+        let t0 = Instant::now();
         while let Ok(t) = tr.recv().await {
+            if trace {
+                eprintln!(
+                    "bench trace: +{:>8.1} ms {} -> {} (after {:?})",
+                    t0.elapsed().as_secs_f64() * 1e3,
+                    t.from,
+                    t.to,
+                    t.after
+                );
+            }
             if t.to == ConnState::Ready {
                 let _ = ready_tx.send(Instant::now());
             }
@@ -65,6 +88,22 @@ where
             }
         }
     });
+    let events = if std::env::var_os("BENCH_TRACE").is_some() {
+        let mut ev = reader.events();
+        let t0 = Instant::now();
+        Some(tokio::spawn(async move {
+            while let Ok(e) = ev.recv().await {
+                eprintln!(
+                    "bench trace: +{:>8.1} ms event {:?}: {}",
+                    t0.elapsed().as_secs_f64() * 1e3,
+                    e.kind,
+                    e.detail
+                );
+            }
+        }))
+    } else {
+        None
+    };
     let wait = Duration::from_secs(90);
     // The first connect, and one message through.
     tokio::time::timeout(wait, ready_rx.recv())
@@ -80,7 +119,15 @@ where
         server.kill();
         server.restart().await?;
         let back = Instant::now();
+        if std::env::var_os("BENCH_TRACE").is_some() {
+            eprintln!(
+                "bench trace: trial {i}: server back {:.1} ms after kill",
+                back.duration_since(killed).as_secs_f64() * 1e3
+            );
+        }
         let back_us = now_us();
+        out.kill_to_back
+            .push(back.duration_since(killed).as_secs_f64() * 1e3);
         write().await?;
         let got = wait_msg(&mut msg_rx, back_us, wait)
             .await
@@ -114,6 +161,9 @@ where
     let _ = reader.close().await;
     let _ = consumer.await;
     watcher.abort();
+    if let Some(e) = events {
+        e.abort();
+    }
     Ok(out)
 }
 
