@@ -7,6 +7,7 @@
 //! cargo xtask integ [NEXTEST ARGS…]             servers up, then every test of the workspace
 //! cargo xtask ci                                fmt, clippy, deny, doc tests, servers, all tests (last)
 //! cargo xtask demo                              one reader over Redis, Kafka and MongoDB, through a kill -9 of the broker
+//! cargo xtask bench [--backend B] [--messages N] [--payload BYTES]   unireader next to the raw drivers (release build)
 //! ```
 #![forbid(unsafe_code)]
 
@@ -33,6 +34,8 @@ commands:
   integ [ARGS…]           servers up, then every test of the workspace (ARGS go to nextest)
   ci                      fmt --check, clippy -D warnings, servers up, all tests, doc tests
   demo                    servers up, sample data, ONE reader over all three, a broker killed mid-way
+  bench [ARGS…]           release build of unireader-bench on private servers: throughput next to the
+                          raw drivers, latency, CPU, RSS, reconnect, cancellation (--help for ARGS)
 
 ports: UNIREADER_REDIS_PORT (16379), UNIREADER_MONGO_PORT (27117), UNIREADER_KAFKA_PORT (19092)
 tools: UNIREADER_TOOLS (~/.cache/unireader) holds mongod's venv and the tansu build";
@@ -95,6 +98,15 @@ async fn dispatch(args: &[String]) -> Result<(), Fail> {
         }
         ["ci"] => ci().await,
         ["demo"] => demo::demo().await,
+        ["bench", rest @ ..] => {
+            install::ensure_all()?;
+            run(
+                cargo()
+                    .args(["run", "--release", "-p", "unireader-bench", "--"])
+                    .args(rest.iter()),
+                "bench",
+            )
+        }
         ["help" | "--help" | "-h"] | [] => {
             println!("{USAGE}");
             Ok(())
