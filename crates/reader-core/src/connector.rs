@@ -89,6 +89,12 @@ pub trait Reader: Send + Sync + 'static {
     /// One round trip to the server; returns its duration.
     async fn ping(&self) -> Result<Duration, ReadError>;
 
+    /// The server's version, when the protocol tells it (best effort, for `unireader
+    /// check` and logs; `None` when unknown).
+    async fn server_version(&self) -> Option<String> {
+        None
+    }
+
     /// Write `message` to this source's dead-letter destination with `reason` (what
     /// [`Delivery::dead_letter`](crate::Delivery::dead_letter) calls; the reader then
     /// acknowledges the message and reports [`EventKind::DeadLettered`](crate::EventKind)).
@@ -128,6 +134,9 @@ impl Reader for BoxReader {
     }
     async fn ping(&self) -> Result<Duration, ReadError> {
         (**self).ping().await
+    }
+    async fn server_version(&self) -> Option<String> {
+        (**self).server_version().await
     }
     async fn dead_letter(&self, message: &Message, reason: &str) -> Result<(), ReadError> {
         (**self).dead_letter(message, reason).await

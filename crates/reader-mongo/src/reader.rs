@@ -278,6 +278,19 @@ impl Reader for MongoReader {
         crate::dlq::write(&self.client, &self.cfg, &self.redactor, message, reason).await
     }
 
+    async fn server_version(&self) -> Option<String> {
+        let info = tokio::time::timeout(
+            self.cfg.op_timeout,
+            self.client
+                .database("admin")
+                .run_command(doc! { "buildInfo": 1 }),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        info.get_str("version").ok().map(|v| format!("MongoDB {v}"))
+    }
+
     async fn ping(&self) -> Result<Duration, ReadError> {
         let t0 = Instant::now();
         let bound = self.cfg.op_timeout;

@@ -115,6 +115,13 @@ impl Reader for RedisReader {
             Self::PubSub(r) => r.ping().await,
         }
     }
+    async fn server_version(&self) -> Option<String> {
+        match self {
+            Self::Streams(r) => r.server_version().await,
+            // A subscribed connection accepts no INFO.
+            Self::PubSub(_) => None,
+        }
+    }
     async fn dead_letter(&self, message: &Message, reason: &str) -> Result<(), ReadError> {
         match self {
             Self::Streams(r) => r.dead_letter(message, reason).await,

@@ -647,6 +647,15 @@ impl Reader for StreamsReader {
         StreamsReader::dead_letter(self, message, reason).await
     }
 
+    async fn server_version(&self) -> Option<String> {
+        let cmd = CustomCommand::new_static("INFO", None, false);
+        let info: Value = self.ctl.custom(cmd, vec!["server"]).await.ok()?;
+        let text: String = info.convert().ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .map(|v| format!("Redis {}", v.trim()))
+    }
+
     async fn close(&self) {
         client::shutdown(&self.read, &self.read_task).await;
         client::shutdown(&self.ctl, &self.ctl_task).await;

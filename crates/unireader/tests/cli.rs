@@ -272,7 +272,12 @@ async fn check_reports_ready_and_bad_urls_exit_2_naming_the_part() {
         .await
         .unwrap();
     let out = Command::new(BIN)
-        .args(["check", &format!("kafka://{kafka}/{topic}?group=g")])
+        .args([
+            "check",
+            &format!("kafka://{kafka}/{topic}?group=g"),
+            &format!("{}?stream={}&group=g", shared::redis_url(), unique("check")),
+            &format!("{}&database=d&collection=c", shared::mongo_url()),
+        ])
         .output()
         .await
         .unwrap();
@@ -282,7 +287,28 @@ async fn check_reports_ready_and_bad_urls_exit_2_naming_the_part() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("\"state\":\"ready\""), "{stdout}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    for l in &lines {
+        assert_eq!(l["state"], "ready", "{l}");
+    }
+    assert!(
+        lines[1]["server_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("Redis 7"),
+        "{stdout}"
+    );
+    assert!(
+        lines[2]["server_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("MongoDB 6"),
+        "{stdout}"
+    );
 
     let out = Command::new(BIN)
         .args(["tail", "amqp://u:s3cret@h/q"])

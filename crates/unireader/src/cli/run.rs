@@ -308,14 +308,16 @@ async fn check(urls: &[String], within: Duration) -> ExitCode {
         let result = tokio::time::timeout(within, async {
             let session = connector.connect(&ctx, &Checkpoint::new()).await?;
             let rtt = session.ping().await;
+            let version = session.server_version().await;
             session.close().await;
-            rtt
+            rtt.map(|r| (r, version))
         })
         .await;
         let line = match result {
-            Ok(Ok(rtt)) => serde_json::json!({
+            Ok(Ok((rtt, version))) => serde_json::json!({
                 "source": what, "backend": connector.backend(), "state": ConnState::Ready.as_str(),
                 "ping_ms": rtt.as_secs_f64() * 1000.0,
+                "server_version": version.unwrap_or_else(|| "unknown (the protocol does not say)".into()),
             }),
             Ok(Err(e)) => {
                 ok = false;
