@@ -32,6 +32,12 @@ fn add_option(url: &mut String, key: &str, value: &str) {
     url.push_str(value);
 }
 
+/// Unix seconds as milliseconds (Kafka and Redis count those).
+fn millis(t: u64) -> Result<u64, String> {
+    t.checked_mul(1000)
+        .ok_or_else(|| format!("--from time:{t}: too far in the future"))
+}
+
 /// The URL the CLI reads: `url` with `--group` and `--from` applied in the backend's own
 /// option names, unless the URL sets them already.
 ///
@@ -52,7 +58,7 @@ pub fn url_for_cli(url: &str, group: Option<&str>, from: Option<&From>) -> Resul
                 Some(From::Earliest) => add_option(&mut u, "start", "0"),
                 Some(From::Latest) => add_option(&mut u, "start", "$"),
                 Some(From::Id(id)) => add_option(&mut u, "start", id),
-                Some(From::Time(t)) => add_option(&mut u, "start", &format!("{}-0", t * 1000)),
+                Some(From::Time(t)) => add_option(&mut u, "start", &format!("{}-0", millis(*t)?)),
                 None => {}
             }
         }
@@ -74,7 +80,7 @@ pub fn url_for_cli(url: &str, group: Option<&str>, from: Option<&From>) -> Resul
                 (Some(From::Earliest), false) => add_option(&mut u, "start", "earliest"),
                 (Some(From::Latest), false) => add_option(&mut u, "start", "latest"),
                 (Some(From::Id(o)), false) => add_option(&mut u, "start", &format!("offset:{o}")),
-                (Some(From::Time(t)), false) => add_option(&mut u, "start", &format!("time:{}", t * 1000)),
+                (Some(From::Time(t)), false) => add_option(&mut u, "start", &format!("time:{}", millis(*t)?)),
             }
         }
         s if s.starts_with("mongodb") => {
@@ -359,6 +365,12 @@ mod tests {
         assert_eq!(u, "redis://h:1?stream=s&group=g&start=$");
         assert!(url_for_cli("mongodb://h:1/d?collection=c", Some("g"), None).is_err());
         assert!(url_for_cli("kafka://h:1/t?group=g", None, Some(&From::Time(5))).is_err());
+        // Found by the cli_args fuzzer: seconds * 1000 overflowed.
+        let huge = Some(From::Time(u64::MAX / 10));
+        assert!(url_for_cli("kafka://h:1/t", None, huge.as_ref())
+            .unwrap_err()
+            .contains("too far"));
+        assert!(url_for_cli("redis://h:1?stream=s", None, huge.as_ref()).is_err());
     }
 
     #[test]
