@@ -191,7 +191,10 @@ async fn a_token_older_than_the_oplog_follows_the_policy() {
     );
     let mut events = r.events();
     let mut s = r.read(reader_core::CancellationToken::new());
+    // The gap is reported during recovery, before anything is fetched; `biased` polls the
+    // event first so an item that is also ready already does not win the race.
     let gap = tokio::select! {
+        biased;
         gap = event_of(&mut events, EventKind::Gap) => gap,
         item = next(&mut s) => panic!("a stream item before the gap event: {item:?}"),
     };
