@@ -23,6 +23,7 @@
 
 pub mod paths;
 mod proxy;
+pub mod readers;
 mod server;
 pub mod shared;
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reader_core::{
-    ConnState, DataReader, Delivery, EventKind, ReadError, ReadStream, ReaderEvent, RetryPolicy,
+    DataReader, Delivery, EventKind, ReadError, ReadStream, ReaderEvent, RetryPolicy,
 };
 use reader_kafka::{KafkaConfig, KafkaConnector};
 use rskafka::chrono::DateTime;
@@ -198,17 +198,7 @@ pub fn reader(
 
 /// Wait until the reader is `Ready`, bounded.
 pub async fn until_ready<C: reader_core::Connector>(reader: &DataReader<C>) {
-    let mut w = reader.watch_state();
-    tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            if *w.borrow_and_update() == ConnState::Ready {
-                return;
-            }
-            w.changed().await.expect("state channel closed");
-        }
-    })
-    .await
-    .expect("the reader did not become ready within 60 s");
+    testkit::readers::until_ready(reader, Duration::from_secs(60)).await;
 }
 
 /// The next stream item, bounded.
@@ -216,9 +206,7 @@ pub async fn next(
     stream: &mut ReadStream,
     within: Duration,
 ) -> Option<Result<Delivery, ReadError>> {
-    tokio::time::timeout(within, stream.recv())
-        .await
-        .unwrap_or_else(|_| panic!("no delivery within {within:?}"))
+    testkit::readers::next(stream, within).await
 }
 
 /// `(partition, offset)` of a delivery.
@@ -237,17 +225,7 @@ pub async fn event_of(
     kind: EventKind,
     within: Duration,
 ) -> ReaderEvent {
-    tokio::time::timeout(within, async {
-        loop {
-            match rx.recv().await {
-                Ok(e) if e.kind == kind => return e,
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => panic!("event channel closed"),
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no {kind:?} event within {within:?}"))
+    testkit::readers::event_of(rx, kind, within).await
 }
 
 /// The partitions named in a `Rebalanced` event's detail (`… owns topic/0,1,2 — joined …`).

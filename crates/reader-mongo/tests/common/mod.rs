@@ -9,7 +9,7 @@ use futures::TryStreamExt;
 use mongodb::bson::{doc, Document, Timestamp};
 use mongodb::Client;
 use reader_core::{
-    Checkpoint, ConnState, DataReader, Delivery, ReadError, ReadStream, ReaderEvent, RetryPolicy,
+    Checkpoint, DataReader, Delivery, ReadError, ReadStream, ReaderEvent, RetryPolicy,
 };
 use reader_mongo::MongoConnector;
 use tokio::sync::broadcast;
@@ -52,24 +52,12 @@ pub async fn writer(url: &str) -> Client {
 
 /// Wait until the reader is `Ready` (its change stream is open), bounded.
 pub async fn until_ready<C: reader_core::Connector>(reader: &DataReader<C>) {
-    let mut w = reader.watch_state();
-    tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            if *w.borrow_and_update() == ConnState::Ready {
-                return;
-            }
-            w.changed().await.expect("state channel closed");
-        }
-    })
-    .await
-    .expect("the reader did not become ready within 60 s");
+    testkit::readers::until_ready(reader, Duration::from_secs(60)).await;
 }
 
 /// The next stream item, bounded.
 pub async fn next(stream: &mut ReadStream) -> Option<Result<Delivery, ReadError>> {
-    tokio::time::timeout(Duration::from_secs(60), stream.recv())
-        .await
-        .expect("no delivery within 60 s")
+    testkit::readers::next(stream, Duration::from_secs(60)).await
 }
 
 /// The inserted document's `_id` of an insert event (its key, as JSON).
@@ -119,16 +107,7 @@ pub async fn event_of(
     rx: &mut broadcast::Receiver<ReaderEvent>,
     kind: reader_core::EventKind,
 ) -> ReaderEvent {
-    tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let e = rx.recv().await.expect("event channel");
-            if e.kind == kind {
-                return e;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no {kind:?} event within 60 s"))
+    testkit::readers::event_of(rx, kind, Duration::from_secs(60)).await
 }
 
 /// Insert `ids` in order (one `insert_many`), with majority write concern.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use reader_core::{
-    ConnState, DataReader, Delivery, EventKind, ReadError, ReadStream, ReaderEvent, RetryPolicy,
+    DataReader, Delivery, EventKind, ReadError, ReadStream, ReaderEvent, RetryPolicy,
 };
 use reader_redis::RedisConnector;
 use tokio::sync::broadcast;
@@ -104,36 +104,15 @@ pub fn ms_of(d: &Delivery) -> u64 {
 
 /// Wait until the reader is `Ready`, bounded.
 pub async fn until_ready<C: reader_core::Connector>(reader: &DataReader<C>) {
-    let mut w = reader.watch_state();
-    tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            if *w.borrow_and_update() == ConnState::Ready {
-                return;
-            }
-            w.changed().await.expect("state channel closed");
-        }
-    })
-    .await
-    .expect("the reader did not become ready within 30 s");
+    testkit::readers::until_ready(reader, Duration::from_secs(30)).await;
 }
 
 /// The next stream item, bounded.
 pub async fn next(stream: &mut ReadStream) -> Option<Result<Delivery, ReadError>> {
-    tokio::time::timeout(Duration::from_secs(30), stream.recv())
-        .await
-        .expect("no delivery within 30 s")
+    testkit::readers::next(stream, Duration::from_secs(30)).await
 }
 
 /// The next event of a kind, bounded.
 pub async fn event_of(rx: &mut broadcast::Receiver<ReaderEvent>, kind: EventKind) -> ReaderEvent {
-    tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let e = rx.recv().await.expect("event channel");
-            if e.kind == kind {
-                return e;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no {kind:?} event within 30 s"))
+    testkit::readers::event_of(rx, kind, Duration::from_secs(30)).await
 }
