@@ -26,6 +26,8 @@ mod proxy;
 pub mod readers;
 mod server;
 pub mod shared;
+mod tls;
 
 pub use proxy::FaultProxy;
-pub use server::{free_port, KafkaOpts, Kind, MongoOpts, RedisOpts, Server, ServerSpec};
+pub use server::{free_port, KafkaOpts, Kind, MongoOpts, RedisOpts, ScramUser, Server, ServerSpec};
+pub use tls::{TestPki, TlsTerminator, SERVER_NAMES};

@@ -84,6 +84,22 @@ pub struct KafkaOpts {
     pub port: Option<u16>,
     /// More arguments to `tansu broker`.
     pub extra_args: Vec<String>,
+    /// `--authentication`: every request but ApiVersions and the SASL ones needs a SASL
+    /// login first (tansu 0.6.0: PLAIN accepts any password; SCRAM checks the users below).
+    pub authentication: bool,
+    /// SCRAM users created (through `tansu user create`) before the broker starts.
+    pub scram_users: Vec<ScramUser>,
+}
+
+/// A SCRAM user of a tansu broker.
+#[derive(Clone, Debug)]
+pub struct ScramUser {
+    /// User name.
+    pub name: String,
+    /// Password.
+    pub password: String,
+    /// `scram256` or `scram512` (tansu's spelling).
+    pub mechanism: &'static str,
 }
 
 /// A free loopback port (bound and released; a tiny race remains, acceptable in tests).
@@ -203,6 +219,9 @@ impl ServerSpec {
             "--storage-engine".into(),
             "sqlite://tansu.db".into(),
         ];
+        if opts.authentication {
+            args.push("--authentication".into());
+        }
         args.extend(opts.extra_args.iter().cloned());
         Self {
             kind: Kind::Kafka,
@@ -493,7 +512,35 @@ impl Server {
             None => free_port()?,
         };
         let dir = scratch_dir(Kind::Kafka, port);
-        Self::start(ServerSpec::kafka(&opts, port, &dir)).await
+        if opts.scram_users.is_empty() {
+            return Self::start(ServerSpec::kafka(&opts, port, &dir)).await;
+        }
+        // Users are made through the broker itself, which refuses unauthenticated requests
+        // once `--authentication` is on: create them on an open broker, then restart it
+        // with authentication on the same storage.
+        let open = KafkaOpts {
+            authentication: false,
+            scram_users: Vec::new(),
+            ..opts.clone()
+        };
+        let mut server = Self::start(ServerSpec::kafka(&open, port, &dir)).await?;
+        for u in &opts.scram_users {
+            let out = Command::new(paths::tansu())
+                .args(["user", "create", "--broker"])
+                .arg(format!("tcp://127.0.0.1:{port}"))
+                .args(["--mechanism", u.mechanism, &u.name, &u.password])
+                .output()?;
+            if !out.status.success() {
+                return Err(io::Error::other(format!(
+                    "tansu user create {}: {}",
+                    u.name,
+                    String::from_utf8_lossy(&out.stderr)
+                )));
+            }
+        }
+        server.spec = ServerSpec::kafka(&opts, port, &dir);
+        server.restart().await?;
+        Ok(server)
     }
 
     /// The spec it runs with.
