@@ -66,10 +66,13 @@ mod position;
 mod reader;
 mod reconnector;
 mod retry;
+mod secret;
 mod state;
 mod stream;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod typed;
 pub mod urltext;
 
@@ -87,6 +90,7 @@ pub use position::{Checkpoint, Lane, Position, StreamId};
 pub use reader::{DataReader, DataReaderBuilder, ShutdownReport};
 pub use reconnector::Reconnector;
 pub use retry::{RetryContext, RetryDecision, RetryPolicy, RetrySchedule};
+pub use secret::Secret;
 pub use state::{ConnState, IllegalTransition, StateMachine, Transition};
 pub use stream::ReadStream;
 pub use typed::{DecodeError, TypedDelivery, TypedStream};

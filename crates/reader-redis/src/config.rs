@@ -44,29 +44,7 @@ use reader_core::{ReadError, StreamId};
 /// The default port of Redis.
 pub const DEFAULT_PORT: u16 = 6379;
 
-/// A password that never shows in `Debug` or `Display`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wrap a secret.
-    #[must_use]
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-
-    /// The secret itself (only for handing it to the driver).
-    #[must_use]
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use reader_core::Secret;
 
 /// Where a consumer group starts when this reader creates it (`XGROUP CREATE … <id>`).
 /// Ignored when the group exists.
