@@ -3,7 +3,8 @@
 
 use kafka_protocol::messages::{
     ApiVersionsRequest, FindCoordinatorRequest, HeartbeatRequest, JoinGroupRequest,
-    LeaveGroupRequest, OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest,
+    LeaveGroupRequest, OffsetCommitRequest, OffsetFetchRequest, SaslAuthenticateRequest,
+    SaslHandshakeRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::Request;
 
@@ -41,6 +42,35 @@ impl Call for ApiVersionsRequest {
         let mut v = vec![I16, Structs(vec![I16, I16, I16])];
         if version >= 1 {
             v.push(I32);
+        }
+        v
+    }
+}
+
+impl Call for SaslHandshakeRequest {
+    const NAME: &'static str = "SaslHandshake";
+    // v1: the SASL tokens then travel in SaslAuthenticate requests (v0 sent them raw).
+    const MIN: i16 = 1;
+    const MAX: i16 = 1;
+    fn flexible(_version: i16) -> bool {
+        false
+    }
+    fn response_shape(_version: i16) -> Vec<Node> {
+        vec![I16, ArrayOf(Box::new(Str))]
+    }
+}
+
+impl Call for SaslAuthenticateRequest {
+    const NAME: &'static str = "SaslAuthenticate";
+    const MIN: i16 = 0;
+    const MAX: i16 = 2;
+    fn flexible(version: i16) -> bool {
+        version >= 2
+    }
+    fn response_shape(version: i16) -> Vec<Node> {
+        let mut v = vec![I16, Str, Bytes];
+        if version >= 1 {
+            v.push(I64); // session_lifetime_ms
         }
         v
     }

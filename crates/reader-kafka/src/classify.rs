@@ -178,10 +178,43 @@ fn classify_backoff(b: &rskafka::BackoffError, what: &str, missing_permanent: bo
     if let Some(inner) = source.downcast_ref::<RsError>() {
         return classify_rskafka(inner, what, missing_permanent);
     }
+    // Connecting retries inside rskafka too: its last failure (a refused SASL login, a
+    // certificate that did not verify) decides.
+    if let Some(inner) = source.downcast_ref::<rskafka::ConnectionError>() {
+        return classify_connection(inner, what);
+    }
+    let text = crate::connection::chain_text(source.as_ref());
+    if let Some(e) = reader_core::tls::failure(what, &text) {
+        return e;
+    }
+    // rskafka gathers the failures of every bootstrap broker into one opaque error: only its
+    // text says that the login itself was refused (not the connection lost during it).
+    if let Some(e) = sasl_refusal(what, &text) {
+        return e;
+    }
     ReadError::transient(
         ErrorKind::Timeout,
-        format!("{what}: gave up within the client's retry deadline: {source}"),
+        format!("{what}: gave up within the client's retry deadline: {text}"),
     )
+}
+
+/// A SASL login the broker refused, recognised in rskafka's error text: the messages of
+/// its `SaslError` variants other than a lost connection.
+fn sasl_refusal(what: &str, text: &str) -> Option<ReadError> {
+    let (_, after) = text.split_once("Sasl handshake failed: ")?;
+    const REFUSED: &[&str] = &[
+        "API error",
+        "Sasl session error",
+        "Invalid sasl mechanism",
+        "Invalid SASL config",
+        "unsupported sasl mechanism",
+    ];
+    REFUSED.iter().any(|r| after.starts_with(r)).then(|| {
+        ReadError::permanent(
+            ErrorKind::Auth,
+            format!("{what}: SASL authentication failed (check the user, password and mechanism): {after}"),
+        )
+    })
 }
 
 fn classify_connection(c: &rskafka::ConnectionError, what: &str) -> ReadError {
@@ -191,10 +224,16 @@ fn classify_connection(c: &rskafka::ConnectionError, what: &str) -> ReadError {
             format!("{what}: SASL authentication failed: {e}"),
         ),
         rskafka::ConnectionError::RetryFailed(b) => classify_backoff(b, what, false),
-        other => ReadError::transient(
-            ErrorKind::Connection,
-            format!("{what}: cannot reach the Kafka cluster: {other}"),
-        ),
+        other => {
+            let text = crate::connection::chain_text(other);
+            if let Some(e) = reader_core::tls::failure(what, &text) {
+                return e;
+            }
+            ReadError::transient(
+                ErrorKind::Connection,
+                format!("{what}: cannot reach the Kafka cluster: {text}"),
+            )
+        }
     }
 }
 

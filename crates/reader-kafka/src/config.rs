@@ -10,12 +10,22 @@
 //!     [&start=earliest|latest|offset:N|time:<unix ms>]  no group: start without a checkpoint
 //!     [&client_id=..][&max_wait_ms=N][&fetch_max_bytes=N]
 //!     [&request_timeout_ms=N][&topic_wait_ms=N][&revoke_grace_ms=N][&lag_per_partition=true]
+//!     [&tls=true][&tls_ca=PEM][&tls_cert=PEM&tls_key=PEM][&tls_server_name=NAME]   TLS (rustls)
+//!
+//! kafka://USER:PASSWORD@host:port/topic?sasl=plain|scram-sha-256|scram-sha-512&…   SASL
 //! ```
+//!
+//! TLS: `tls=true` encrypts every connection (bootstrap, data, group coordinator), verifying
+//! the brokers against the system's roots or `tls_ca`; `tls_cert`/`tls_key` add a client
+//! certificate (mutual TLS); see [`reader_core::tls`]. SASL: user and password come from the
+//! URL's user information (percent-encoded), the mechanism from `sasl`; both are needed.
+//! `PLAIN` sends the password as it is: use it only with `tls=true`.
 
 use std::fmt;
 use std::time::Duration;
 
-use reader_core::ReadError;
+use reader_core::tls::TlsOptions;
+use reader_core::{ReadError, Secret};
 
 /// Where a group member starts reading a partition that has no committed offset (and where
 /// any reader goes when its offset fell out of the log: `OFFSET_OUT_OF_RANGE`).
@@ -131,6 +141,55 @@ impl StartAt {
     }
 }
 
+/// A SASL mechanism (KIP-43 handshake, KIP-152 authenticate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SaslMechanism {
+    /// `PLAIN` (RFC 4616): the password travels as it is — only over TLS.
+    Plain,
+    /// `SCRAM-SHA-256` (RFC 7677).
+    ScramSha256,
+    /// `SCRAM-SHA-512`.
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// The mechanism's name in the SASL handshake.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+
+    /// Parse the URL spelling: `plain`, `scram-sha-256`, `scram-sha-512` (any case).
+    ///
+    /// # Errors
+    /// A configuration error naming the `sasl` option.
+    pub fn parse(s: &str) -> Result<Self, ReadError> {
+        match s.to_ascii_lowercase().as_str() {
+            "plain" => Ok(SaslMechanism::Plain),
+            "scram-sha-256" => Ok(SaslMechanism::ScramSha256),
+            "scram-sha-512" => Ok(SaslMechanism::ScramSha512),
+            _ => Err(ReadError::config(format!(
+                "option `sasl`: {s:?} is not plain, scram-sha-256 or scram-sha-512"
+            ))),
+        }
+    }
+}
+
+/// SASL credentials. The password is a [`Secret`]: never printed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SaslSettings {
+    /// The mechanism.
+    pub mechanism: SaslMechanism,
+    /// The user name.
+    pub username: String,
+    /// The password.
+    pub password: Secret,
+}
+
 /// Settings of a Kafka reader. Build one with [`KafkaConfig::new`] and set the public fields,
 /// or parse a URL with [`KafkaConfig::from_url`]. Defaults are given per field.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -183,6 +242,10 @@ pub struct KafkaConfig {
     pub revoke_grace: Duration,
     /// Label the lag gauge per topic and partition (default false: one series per reader).
     pub lag_per_partition: bool,
+    /// TLS to every broker (`tls=true`), with these options; `None`: plaintext (default).
+    pub tls: Option<TlsOptions>,
+    /// SASL authentication on every connection; `None`: none (default).
+    pub sasl: Option<SaslSettings>,
 }
 
 impl KafkaConfig {
@@ -208,6 +271,8 @@ impl KafkaConfig {
             topic_wait: Duration::from_secs(5),
             revoke_grace: Duration::from_millis(500),
             lag_per_partition: false,
+            tls: None,
+            sasl: None,
         }
     }
 
@@ -236,11 +301,10 @@ impl KafkaConfig {
         let (authority, path) = before_query.split_once('/').ok_or_else(|| {
             ReadError::config("URL path: no topic given (kafka://host:port/topic)")
         })?;
-        if authority.contains('@') {
-            return Err(ReadError::config(
-                "URL credentials: user information in a kafka:// URL is not supported (SASL is not implemented)",
-            ));
-        }
+        let (userinfo, authority) = match authority.rsplit_once('@') {
+            Some((u, a)) => (Some(u), a),
+            None => (None, authority),
+        };
         let mut brokers = Vec::new();
         for b in authority.split(',') {
             brokers.push(parse_broker(b)?);
@@ -252,6 +316,9 @@ impl KafkaConfig {
         }
         let mut cfg = KafkaConfig::new(brokers, topics);
         let mut start_given = false;
+        let mut tls_on = None;
+        let mut tls = TlsOptions::default();
+        let mut sasl = None;
         let mut seen = std::collections::HashSet::new();
         for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             let key = k.as_ref();
@@ -261,7 +328,22 @@ impl KafkaConfig {
                 )));
             }
             let v = v.as_ref();
+            if tls.set_url_option(key, v)? {
+                continue;
+            }
             match key {
+                "tls" => {
+                    tls_on = Some(match v {
+                        "true" | "1" | "yes" => true,
+                        "false" | "0" | "no" => false,
+                        _ => {
+                            return Err(ReadError::config(format!(
+                                "option `tls`: {v:?} is not true or false"
+                            )))
+                        }
+                    });
+                }
+                "sasl" => sasl = Some(SaslMechanism::parse(v)?),
                 "group" => {
                     if v.is_empty() {
                         return Err(ReadError::config("option `group` is empty"));
@@ -339,11 +421,51 @@ impl KafkaConfig {
                 }
                 other => {
                     return Err(ReadError::config(format!(
-                        "unknown option `{other}` in the kafka:// URL (known: group, auto_offset_reset, assignor, session_timeout_ms, rebalance_timeout_ms, heartbeat_ms, commit_interval_ms, partitions, start, client_id, max_wait_ms, fetch_max_bytes, request_timeout_ms, topic_wait_ms, revoke_grace_ms, lag_per_partition)"
+                        "unknown option `{other}` in the kafka:// URL (known: group, auto_offset_reset, assignor, session_timeout_ms, rebalance_timeout_ms, heartbeat_ms, commit_interval_ms, partitions, start, client_id, max_wait_ms, fetch_max_bytes, request_timeout_ms, topic_wait_ms, revoke_grace_ms, lag_per_partition, tls, tls_ca, tls_cert, tls_key, tls_server_name, sasl)"
                     )))
                 }
             }
         }
+        match (tls_on, tls.is_set()) {
+            (Some(true), _) => cfg.tls = Some(tls),
+            (_, true) => {
+                return Err(ReadError::config(
+                    "options `tls_ca`/`tls_cert`/`tls_key`/`tls_server_name` need `tls=true`",
+                ))
+            }
+            _ => {}
+        }
+        cfg.sasl = match (userinfo, sasl) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ReadError::config(
+                    "URL credentials: a user and password need the SASL mechanism: add `sasl=scram-sha-512` (or scram-sha-256, plain)",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ReadError::config(
+                    "option `sasl` needs a user and password in the URL: kafka://USER:PASSWORD@host:port/topic",
+                ))
+            }
+            (Some(u), Some(mechanism)) => {
+                let (user, pass) = u.split_once(':').ok_or_else(|| {
+                    ReadError::config(
+                        "URL credentials: expected USER:PASSWORD before the @ (the password is missing)",
+                    )
+                })?;
+                let username = reader_core::urltext::percent_decode(user).map_err(|e| {
+                    ReadError::config(format!("URL credentials: the user name: {e}"))
+                })?;
+                let password = reader_core::urltext::percent_decode(pass).map_err(|_| {
+                    ReadError::config("URL credentials: the password is not valid percent-encoding")
+                })?;
+                Some(SaslSettings {
+                    mechanism,
+                    username,
+                    password: Secret::new(password),
+                })
+            }
+        };
         if cfg.group.is_some() && start_given {
             return Err(ReadError::config(
                 "option `start` applies only without `group`; a group starts from its committed offsets, else from `auto_offset_reset`",
@@ -432,11 +554,22 @@ impl KafkaConfig {
         if self.client_id.is_empty() {
             return Err(ReadError::config("option `client_id` is empty"));
         }
+        if let Some(t) = &self.tls {
+            t.validate("kafka")?;
+        }
+        if let Some(s) = &self.sasl {
+            if s.username.is_empty() {
+                return Err(ReadError::config("URL credentials: the user name is empty"));
+            }
+            if s.password.expose().is_empty() {
+                return Err(ReadError::config("URL credentials: the password is empty"));
+            }
+        }
         Ok(())
     }
 
-    /// `kafka://brokers/topics?group=…` with the settings that identify the reader (no
-    /// secrets exist in this URL form).
+    /// `kafka://brokers/topics?group=…` with the settings that identify the reader (never
+    /// the SASL password).
     #[must_use]
     pub fn describe(&self) -> String {
         let mut s = format!(
@@ -453,6 +586,15 @@ impl KafkaConfig {
                     s.push_str(&format!("&partitions={}", ps.join(",")));
                 }
             }
+        }
+        if self.tls.is_some() {
+            s.push_str("&tls=true");
+        }
+        if let Some(sasl) = &self.sasl {
+            s.push_str(&format!(
+                "&sasl={}",
+                sasl.mechanism.name().to_ascii_lowercase()
+            ));
         }
         s
     }
@@ -585,10 +727,16 @@ mod tests {
     }
 
     #[test]
-    fn credentials_are_rejected_and_never_echoed() {
+    fn credentials_without_a_mechanism_are_rejected_and_never_echoed() {
         let e = err("kafka://user:s3cret@h:1/t");
-        assert!(e.contains("not supported"), "{e}");
+        assert!(e.contains("`sasl=scram-sha-512`"), "{e}");
         assert!(!e.contains("s3cret"), "{e}");
+        let c = KafkaConfig::from_url("kafka://user:s3cret@h:1/t?sasl=scram-sha-256").unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert_eq!(
+            c.describe(),
+            "kafka://h:1/t?start=earliest&sasl=scram-sha-256"
+        );
         let e = err("kafkas://user:s3cret@h:1/t");
         assert!(!e.contains("s3cret"), "{e}");
     }

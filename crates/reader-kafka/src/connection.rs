@@ -9,24 +9,62 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiVersionsRequest, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{
+    ApiVersionsRequest, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
+    SaslHandshakeRequest,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use reader_core::{ErrorKind, ReadError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::apis::Call;
+use crate::config::SaslSettings;
 use crate::shape;
+
+/// A byte stream to a broker: TCP, or TLS over TCP.
+trait Wire: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Wire for T {}
+
+/// How connections to the brokers are secured: TLS (a rustls configuration built once per
+/// connector) and SASL credentials. Shared by our own connections and rskafka's.
+#[derive(Clone, Default)]
+pub(crate) struct Security {
+    pub(crate) tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+    pub(crate) sasl: Option<SaslSettings>,
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Security")
+            .field("tls", &self.tls.is_some())
+            .field("sasl", &self.sasl.as_ref().map(|s| s.mechanism))
+            .finish()
+    }
+}
+
+/// The text of an error and its sources, for recognising TLS failures inside I/O errors.
+pub(crate) fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
 
 /// The largest response frame accepted (group responses are small; this bounds memory).
 const MAX_FRAME: usize = 64 << 20;
 
 struct Io {
-    stream: Option<TcpStream>,
+    stream: Option<Box<dyn Wire>>,
     next_id: i32,
 }
 
@@ -55,9 +93,11 @@ fn transient(kind: ErrorKind, msg: String) -> ReadError {
 }
 
 impl Connection {
-    /// Connect to `addr` and learn the broker's API versions, all within `timeout`.
+    /// Connect to `addr` (TLS and SASL as `security` says) and learn the broker's API
+    /// versions, each step within `timeout`.
     pub(crate) async fn connect(
         addr: &str,
+        security: &Security,
         client_id: &str,
         timeout: Duration,
     ) -> Result<Self, ReadError> {
@@ -78,6 +118,10 @@ impl Connection {
             }
         };
         let _ = stream.set_nodelay(true);
+        let stream: Box<dyn Wire> = match &security.tls {
+            None => Box::new(stream),
+            Some(config) => Box::new(tls_handshake(addr, stream, config, timeout).await?),
+        };
         let mut conn = Self {
             addr: addr.to_owned(),
             client_id: StrBytes::from_string(client_id.to_owned()),
@@ -103,7 +147,74 @@ impl Connection {
             conn.versions
                 .insert(k.api_key, (k.min_version, k.max_version));
         }
+        if let Some(sasl) = &security.sasl {
+            conn.authenticate(sasl).await?;
+        }
         Ok(conn)
+    }
+
+    /// SASL: SaslHandshake v1 naming the mechanism, then SaslAuthenticate round trips until
+    /// the mechanism (rsasl's client) is done. A refusal is Permanent `Auth` at once, naming
+    /// the user and broker, never the password.
+    async fn authenticate(&self, sasl: &SaslSettings) -> Result<(), ReadError> {
+        use rsasl::prelude::{Mechname, SASLClient, SASLConfig};
+        let mech = sasl.mechanism.name();
+        let who = format!(
+            "SASL {mech} login of user {:?} to Kafka broker {}",
+            sasl.username, self.addr
+        );
+        let (hs, _) = self
+            .send(&SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mech)))
+            .await?;
+        if hs.error_code != 0 {
+            let offered: Vec<&str> = hs.mechanisms.iter().map(|m| m.as_str()).collect();
+            if hs.error_code == 33 {
+                return Err(ReadError::permanent(
+                    ErrorKind::Config,
+                    format!(
+                        "{who}: the broker does not offer {mech} (it offers: {}); change option `sasl`",
+                        offered.join(", ")
+                    ),
+                ));
+            }
+            return Err(crate::classify::classify_code(hs.error_code, &who));
+        }
+        let auth_err = |why: String| ReadError::permanent(ErrorKind::Auth, format!("{who}: {why}"));
+        let config = SASLConfig::with_credentials(
+            None,
+            sasl.username.clone(),
+            sasl.password.expose().to_owned(),
+        )
+        .map_err(|e| auth_err(format!("cannot set up the mechanism: {e}")))?;
+        let name = Mechname::parse(mech.as_bytes())
+            .map_err(|e| auth_err(format!("bad mechanism name: {e}")))?;
+        let mut session = SASLClient::new(config)
+            .start_suggested(&[name])
+            .map_err(|e| auth_err(format!("cannot start the mechanism: {e}")))?;
+        let mut received: Option<Vec<u8>> = None;
+        // SCRAM takes two round trips, PLAIN one; a server that never finishes is refused.
+        for _ in 0..8 {
+            let mut out = Vec::new();
+            let state = session
+                .step(received.as_deref(), &mut out)
+                .map_err(|e| auth_err(format!("the broker's answer did not verify: {e}")))?;
+            if state.has_sent_message() {
+                let req = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(out));
+                let (r, _) = self.send(&req).await?;
+                if r.error_code != 0 {
+                    let msg = r.error_message.as_ref().map_or("", |m| m.as_str());
+                    return Err(auth_err(format!(
+                        "refused ({} {msg}); check the user, password and mechanism",
+                        crate::classify::error_name(r.error_code)
+                    )));
+                }
+                received = Some(r.auth_bytes.to_vec());
+            }
+            if state.is_finished() {
+                return Ok(());
+            }
+        }
+        Err(auth_err("the exchange did not finish".to_owned()))
     }
 
     /// The broker address.
@@ -215,7 +326,7 @@ impl Connection {
         let Some(stream) = io.stream.as_mut() else {
             return Err(self.broken_error());
         };
-        let result = tokio::time::timeout_at(deadline, roundtrip(stream, frame)).await;
+        let result = tokio::time::timeout_at(deadline, roundtrip(stream.as_mut(), frame)).await;
         let body = match result {
             Ok(Ok(body)) => body,
             Ok(Err(e)) => {
@@ -315,7 +426,41 @@ impl IoFailure {
     }
 }
 
-async fn roundtrip(stream: &mut TcpStream, frame: BytesMut) -> Result<Bytes, IoFailure> {
+/// The TLS handshake over `tcp`, verifying the broker as `config` says, within `timeout`.
+async fn tls_handshake(
+    addr: &str,
+    tcp: TcpStream,
+    config: &Arc<tokio_rustls::rustls::ClientConfig>,
+    timeout: Duration,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ReadError> {
+    use tokio_rustls::rustls::pki_types::ServerName;
+    let host = addr
+        .rsplit_once(':')
+        .map_or(addr, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let name = ServerName::try_from(host.to_owned()).map_err(|_| {
+        ReadError::config(format!(
+            "kafka: broker host {host:?} is not a DNS name or IP address TLS can verify"
+        ))
+    })?;
+    let connector = tokio_rustls::TlsConnector::from(config.clone());
+    let what = format!("TLS handshake with Kafka broker {addr}");
+    match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => {
+            let text = chain_text(&e);
+            Err(reader_core::tls::failure(&what, &text)
+                .unwrap_or_else(|| transient(ErrorKind::Connection, format!("{what}: {text}"))))
+        }
+        Err(_) => Err(transient(
+            ErrorKind::Timeout,
+            format!("{what} took longer than {timeout:?}"),
+        )),
+    }
+}
+
+async fn roundtrip(stream: &mut dyn Wire, frame: BytesMut) -> Result<Bytes, IoFailure> {
     stream.write_all(&frame).await.map_err(IoFailure::Io)?;
     stream.flush().await.map_err(IoFailure::Io)?;
     let size = stream.read_i32().await.map_err(IoFailure::Io)?;

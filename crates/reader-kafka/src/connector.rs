@@ -29,8 +29,8 @@ use tokio::time::Instant;
 
 use crate::assignor::TopicPartitions;
 use crate::classify::{classify_rskafka, code, unknown_topic};
-use crate::config::{KafkaConfig, OffsetReset, StartAt};
-use crate::connection::Connection;
+use crate::config::{KafkaConfig, OffsetReset, SaslMechanism, StartAt};
+use crate::connection::{Connection, Security};
 use crate::fetcher::{resolve, FetchSettings, Fetcher, Part};
 use crate::group::{self, GroupSignal, Signal};
 use crate::offsets;
@@ -66,6 +66,7 @@ struct Shared {
 pub struct KafkaConnector {
     cfg: Arc<KafkaConfig>,
     shared: Arc<Shared>,
+    security: Security,
 }
 
 impl KafkaConnector {
@@ -75,9 +76,20 @@ impl KafkaConnector {
     /// A configuration error naming the offending setting.
     pub fn new(cfg: KafkaConfig) -> Result<Self, ReadError> {
         cfg.validate()?;
+        // The certificate files are read once, here: a missing or broken file is a clear
+        // configuration error before any connection is tried.
+        let tls = match &cfg.tls {
+            Some(t) => Some(t.client_config("kafka")?),
+            None => None,
+        };
+        let security = Security {
+            tls,
+            sasl: cfg.sasl.clone(),
+        };
         Ok(Self {
             cfg: Arc::new(cfg),
             shared: Arc::default(),
+            security,
         })
     }
 
@@ -134,16 +146,54 @@ impl KafkaConnector {
             base: 2.0,
             deadline: Some(cfg.request_timeout.min(Duration::from_secs(1))),
         };
-        let builder = ClientBuilder::new(cfg.brokers.clone())
+        let mut builder = ClientBuilder::new(cfg.brokers.clone())
             .client_id(cfg.client_id.as_str())
             .backoff_config(backoff);
+        if let Some(tls) = &self.security.tls {
+            builder = builder.tls_config(tls.clone());
+        }
+        if let Some(s) = &self.security.sasl {
+            use rskafka::client::{Credentials, SaslConfig};
+            let c = Credentials::new(s.username.clone(), s.password.expose().to_owned());
+            builder = builder.sasl_config(match s.mechanism {
+                SaslMechanism::Plain => SaslConfig::Plain(c),
+                SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(c),
+                SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(c),
+            });
+        }
         let what = format!("bootstrap of {}", cfg.brokers.join(","));
         match tokio::time::timeout(cfg.request_timeout * 2, builder.build()).await {
             Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(classify_rskafka(&e, &what, false)),
+            Ok(Err(e)) => {
+                let e = classify_rskafka(&e, &what, false);
+                // A SASL listener closes the connection on the first request that is not
+                // ApiVersions or a login: say so, the cause is more often this than a crash.
+                if self.security.sasl.is_none()
+                    && !e.is_permanent()
+                    && e.message().contains("early eof")
+                {
+                    return Err(ReadError::new(
+                        e.class(),
+                        e.kind(),
+                        format!(
+                            "{}; if the broker requires SASL, give USER:PASSWORD@ in the URL and option `sasl`",
+                            e.message()
+                        ),
+                    ));
+                }
+                Err(e)
+            }
             Err(_) => Err(ReadError::transient(
                 ErrorKind::Timeout,
-                format!("{what}: no answer within {:?}", cfg.request_timeout * 2),
+                format!(
+                    "{what}: no answer within {:?}{}",
+                    cfg.request_timeout * 2,
+                    if self.security.tls.is_some() {
+                        " (a plaintext listener never answers a TLS handshake: check the port and `tls=true`)"
+                    } else {
+                        ""
+                    }
+                ),
             )),
         }
     }
@@ -151,7 +201,14 @@ impl KafkaConnector {
     async fn connect_any(&self) -> Result<Connection, ReadError> {
         let mut last = None;
         for b in &self.cfg.brokers {
-            match Connection::connect(b, &self.cfg.client_id, self.cfg.request_timeout).await {
+            match Connection::connect(
+                b,
+                &self.security,
+                &self.cfg.client_id,
+                self.cfg.request_timeout,
+            )
+            .await
+            {
                 Ok(c) => return Ok(c),
                 Err(e) if e.is_permanent() => return Err(e),
                 Err(e) => last = Some(e),
@@ -226,7 +283,8 @@ impl Connector for KafkaConnector {
                     bootstrap
                 } else {
                     tracing::debug!(group = %g, coordinator = %addr, "group coordinator found");
-                    Connection::connect(&addr, &cfg.client_id, cfg.request_timeout).await?
+                    Connection::connect(&addr, &self.security, &cfg.client_id, cfg.request_timeout)
+                        .await?
                 }
             }
             None => self.connect_any().await?,

@@ -5,7 +5,8 @@
 use bytes::Bytes;
 use kafka_protocol::messages::{
     ApiVersionsRequest, FindCoordinatorRequest, HeartbeatRequest, JoinGroupRequest,
-    LeaveGroupRequest, OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest,
+    LeaveGroupRequest, OffsetCommitRequest, OffsetFetchRequest, SaslAuthenticateRequest,
+    SaslHandshakeRequest, SyncGroupRequest,
 };
 
 use crate::apis::Call;
@@ -21,7 +22,7 @@ fn each_version<R: Call>(body: &Bytes) {
 /// the response of the API `selector` picks, at every version we speak.
 pub fn decode_response(selector: u8, body: &[u8]) {
     let body = Bytes::copy_from_slice(body);
-    match selector % 8 {
+    match selector % 10 {
         0 => each_version::<ApiVersionsRequest>(&body),
         1 => each_version::<FindCoordinatorRequest>(&body),
         2 => each_version::<JoinGroupRequest>(&body),
@@ -29,6 +30,8 @@ pub fn decode_response(selector: u8, body: &[u8]) {
         4 => each_version::<HeartbeatRequest>(&body),
         5 => each_version::<LeaveGroupRequest>(&body),
         6 => each_version::<OffsetFetchRequest>(&body),
+        7 => each_version::<SaslHandshakeRequest>(&body),
+        8 => each_version::<SaslAuthenticateRequest>(&body),
         _ => each_version::<OffsetCommitRequest>(&body),
     }
 }

@@ -104,6 +104,6 @@ pub use assignor::{
     MemberSubscription, TopicPartitions,
 };
 pub use classify::{classify_code, classify_rskafka, error_name, unknown_topic};
-pub use config::{AssignorKind, KafkaConfig, OffsetReset, StartAt};
+pub use config::{AssignorKind, KafkaConfig, OffsetReset, SaslMechanism, SaslSettings, StartAt};
 pub use connector::{KafkaConnector, KafkaReader};
 pub use seek::SeekHandle;
