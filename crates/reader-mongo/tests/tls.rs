@@ -5,7 +5,9 @@
 //! Permanent `Tls` errors on the first attempt, saying what did not verify; a wrong
 //! password is a Permanent `Auth` error at once that never shows the password; a plaintext
 //! client to the TLS-only server, and a client without a certificate for a server that
-//! requires one, are Transient with a hint (the driver sees only a closed connection).
+//! requires one, are Transient with a hint (the driver sees only a closed connection); and
+//! a `kill -9` and restart of the mutual-TLS server is healed by a new session (handshake
+//! and login again) with nothing lost.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
@@ -468,4 +470,65 @@ async fn a_plaintext_client_to_a_tls_only_server_is_transient_with_a_hint() {
     );
     server_log_with(&srv, "SSLHandshakeFailed").await;
     println!("plaintext to requireTLS: {e} (after {took:?})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_and_restarted_tls_server_is_healed_with_a_new_handshake_and_login() {
+    let pki = TestPki::generate().unwrap();
+    // The strictest server: client certificates required, access control on.
+    let mut srv = tls_mongod(&pki, true).await;
+    let (db, coll) = ("unireader_test", unique("tls_restart"));
+    let mutual = url(
+        &good_user(),
+        &format!("localhost:{}", srv.port()),
+        db,
+        &coll,
+        &format!(
+            "&tls=true&tlsCAFile={}&authSource=admin&tlsCertificateKeyFile={}",
+            path(&pki.ca),
+            path(&pki.client_pem)
+        ),
+    );
+    let r = reader(
+        &mutual,
+        &unique("tls_restart_src"),
+        Arc::new(MemoryCheckpointStore::new()),
+        |_| {},
+    );
+    let mut s = r.read(CancellationToken::new());
+    until_ready(&r).await;
+    insert_ids(&writer(&srv.url()).await, db, &coll, 0..20).await;
+    let mut seen = std::collections::BTreeMap::<i64, u32>::new();
+    while seen.len() < 20 {
+        let d = next(&mut s).await.expect("stream ended").expect("delivery");
+        *seen.entry(id_of(&d)).or_default() += 1;
+        d.ack();
+    }
+
+    srv.kill();
+    let t0 = Instant::now();
+    srv.restart()
+        .await
+        .expect("restart on the same port and data");
+    let restarted = t0.elapsed();
+    insert_ids(&writer(&srv.url()).await, db, &coll, 20..40).await;
+    while !seen.contains_key(&39) {
+        let d = next(&mut s)
+            .await
+            .expect("stream ended")
+            .unwrap_or_else(|e| panic!("the reader gave up: {e}"));
+        *seen.entry(id_of(&d)).or_default() += 1;
+        d.ack();
+    }
+    let healed = t0.elapsed();
+    let lost: Vec<i64> = (0..40).filter(|i| !seen.contains_key(i)).collect();
+    let duplicates: u32 = seen.values().map(|n| n - 1).sum();
+    assert!(lost.is_empty(), "lost {lost:?}");
+    let sessions = r.health().sessions;
+    assert!(sessions >= 2, "a new session after the kill: {sessions}");
+    let _ = r.close().await;
+    println!(
+        "mutual TLS + SCRAM across kill -9: 40 events, 0 lost, {duplicates} duplicates, \
+         {sessions} session attempts, server back in {restarted:?}, all read {healed:?} after the kill"
+    );
 }
