@@ -555,6 +555,10 @@ mod tests {
             ("mongodb://u:pw9@h/?database=a&database=b", "twice"),
             ("mongodb://u:pw9@h:notaport/", "URL"),
             (
+                "mongodb://u:pw9@h/?tls=true&tlsCertificateKeyFilePassword=pw9",
+                "tlsCertificateKeyFilePassword",
+            ),
+            (
                 "mongodb://u:pw9@h/?tls=true&tlsAllowInvalidHostnames=true",
                 "`tlsAllowInvalidHostnames`: not available",
             ),

@@ -1,7 +1,7 @@
 //! MongoDB over TLS with authentication, against private mongods started with
 //! `--tlsMode requireTLS --auth --keyFile` (throwaway certificates from
-//! [`testkit::TestPki`]): change events read over TLS with SCRAM-SHA-256 and with mutual
-//! TLS; an untrusted server certificate and a host name the certificate does not list are
+//! [`testkit::TestPki`]): change events read over TLS with SCRAM-SHA-256, with mutual
+//! TLS, and with the client certificate as the login (MONGODB-X509); an untrusted server certificate and a host name the certificate does not list are
 //! Permanent `Tls` errors on the first attempt, saying what did not verify; a wrong
 //! password is a Permanent `Auth` error at once that never shows the password; a plaintext
 //! client to the TLS-only server, and a client without a certificate for a server that
@@ -232,7 +232,8 @@ async fn scram_sha_256_over_tls_reads_change_events() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mutual_tls_reads_change_events_and_a_missing_client_certificate_is_explained() {
+async fn mutual_tls_and_an_x509_login_read_change_events_and_a_missing_client_certificate_is_explained(
+) {
     let pki = TestPki::generate().unwrap();
     let srv = tls_mongod(&pki, true).await;
     let (db, coll) = ("unireader_test", unique("tls_mutual"));
@@ -246,6 +247,39 @@ async fn mutual_tls_reads_change_events_and_a_missing_client_certificate_is_expl
         &format!("{tls}&tlsCertificateKeyFile={}", path(&pki.client_pem)),
     );
     read_inserts(&mutual, &srv.url(), db, &coll, 20).await;
+
+    // The client certificate can be the login too (MONGODB-X509, no password): a user of
+    // `$external` named by the certificate's subject.
+    writer(&srv.url())
+        .await
+        .database("$external")
+        .run_command(mongodb::bson::doc! {
+            "createUser": "CN=unireader-client",
+            "roles": [ { "role": "read", "db": db } ],
+        })
+        .await
+        .unwrap();
+    let coll_x509 = unique("tls_x509");
+    let x509 = url(
+        "",
+        &host,
+        db,
+        &coll_x509,
+        &format!(
+            "&tls=true&tlsCAFile={}&tlsCertificateKeyFile={}&authMechanism=MONGODB-X509\
+             &authSource=%24external",
+            path(&pki.ca),
+            path(&pki.client_pem)
+        ),
+    );
+    read_inserts(&x509, &srv.url(), db, &coll_x509, 10).await;
+    let log = server_log_with(&srv, "\"mechanism\":\"MONGODB-X509\"").await;
+    assert!(
+        log.lines().any(|l| l.contains("Successfully authenticated")
+            && l.contains("MONGODB-X509")
+            && l.contains("CN=unireader-client")),
+        "no MONGODB-X509 login in the server log"
+    );
 
     // Without a client certificate, mongod ends the connection after the handshake; the
     // driver sees only that (a server going away looks the same): transient, with a hint.
