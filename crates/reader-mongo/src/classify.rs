@@ -190,6 +190,12 @@ pub fn is_history_lost(e: &Error) -> bool {
 
 /// Classify a driver error. See the module docs; in short:
 ///
+/// * a TLS handshake that cannot succeed as configured — the server's certificate did not
+///   verify (not trusted, wrong host name, expired…), the server refused the client's
+///   certificate, no TLS version or cipher in common, a server that does not speak TLS —
+///   whether the driver reports it as an I/O error or inside a server-selection timeout →
+///   Permanent `Tls`, saying what did not verify; a missing file of the TLS options →
+///   Permanent `Tls`;
 /// * network and I/O errors, a cleared connection pool, no server selectable, DNS failures,
 ///   `CursorNotFound` (43), errors labelled `ResumableChangeStreamError` or
 ///   `RetryableWriteError`, and the failover codes (`NotWritablePrimary`,
@@ -201,6 +207,10 @@ pub fn is_history_lost(e: &Error) -> bool {
 /// * history lost (286) → Permanent `PositionLost` (the connector applies the
 ///   `on_history_lost` policy before it gets here);
 /// * bad options or pipeline, a pipeline that removed `_id`, TLS configuration → Permanent;
+/// * a connection the server closed during or right after the handshake stays Transient (a
+///   server going away looks the same), with a hint of the TLS mismatch it may be: a
+///   plaintext client to a TLS-only server, TLS to a plaintext port, or no (trusted) client
+///   certificate for a server that requires one;
 /// * anything else → Unknown (not retried by the default policy).
 #[must_use]
 pub fn classify_mongo_error(e: &Error) -> ReadError {
@@ -210,7 +220,23 @@ pub fn classify_mongo_error(e: &Error) -> ReadError {
 #[allow(clippy::too_many_lines)]
 pub(crate) fn classify_facts(f: &Facts) -> ReadError {
     let text = f.server_text();
+    if matches!(f.kind, Kind::Io | Kind::PoolCleared | Kind::ServerSelection) {
+        if let Some((what, detail)) = tls_refusal(&text) {
+            return ReadError::permanent(
+                ErrorKind::Tls,
+                format!("the TLS handshake with MongoDB failed: {what} ({detail}); {text}"),
+            );
+        }
+    }
     let mut err = match f.kind {
+        Kind::Io if f.io_kind == Some(std::io::ErrorKind::NotFound) => ReadError::permanent(
+            ErrorKind::Tls,
+            format!(
+                "a file named by the connection options does not exist (the driver does not \
+                 say which; the CA file of tlsCAFile is named when it is missing, so it is \
+                 likely the certificate and key file of tlsCertificateKeyFile): {text}"
+            ),
+        ),
         Kind::Io => {
             let timed_out = matches!(f.io_kind, Some(std::io::ErrorKind::TimedOut));
             ReadError::transient(
@@ -219,16 +245,25 @@ pub(crate) fn classify_facts(f: &Facts) -> ReadError {
                 } else {
                     ErrorKind::Connection
                 },
-                format!("network error talking to MongoDB: {text}"),
+                format!(
+                    "network error talking to MongoDB: {text}{}",
+                    closed_hint(&text)
+                ),
             )
         }
         Kind::PoolCleared => ReadError::transient(
             ErrorKind::Connection,
-            format!("the connection pool was cleared (the server went away): {text}"),
+            format!(
+                "the connection pool was cleared (the server went away): {text}{}",
+                closed_hint(&text)
+            ),
         ),
         Kind::ServerSelection => ReadError::transient(
             ErrorKind::Connection,
-            format!("no MongoDB server could be selected: {text}"),
+            format!(
+                "no MongoDB server could be selected: {text}{}",
+                closed_hint(&text)
+            ),
         ),
         Kind::Dns => ReadError::transient(
             ErrorKind::Connection,
@@ -283,6 +318,115 @@ pub(crate) fn classify_facts(f: &Facts) -> ReadError {
     err
 }
 
+/// What the driver's text (rustls's words, inside an I/O, pool-cleared or server-selection
+/// error) says about a TLS handshake that can never succeed as configured: `(what it means,
+/// the driver's words)`. `None` for anything else.
+fn tls_refusal(text: &str) -> Option<(String, String)> {
+    const CERT: &str = "invalid peer certificate: ";
+    const ALERT: &str = "received fatal alert: ";
+    // rustls's words end where the driver's topology description continues.
+    let words = |from: usize| {
+        let rest = &text[from..];
+        rest[..rest.find(", labels:").unwrap_or(rest.len())].to_owned()
+    };
+    if let Some(i) = text.find(CERT) {
+        let detail = words(i);
+        let problem = &detail[CERT.len()..];
+        return Some((certificate_problem(problem), detail));
+    }
+    if let Some(i) = text.find(ALERT) {
+        let detail = words(i);
+        let alert = detail[ALERT.len()..].trim();
+        let what = match alert {
+            "BadCertificate"
+            | "UnknownCA"
+            | "CertificateRequired"
+            | "CertificateUnknown"
+            | "UnsupportedCertificate"
+            | "CertificateExpired"
+            | "CertificateRevoked"
+            | "AccessDenied" => {
+                "the server refused this client's certificate (or its absence): give \
+                 tlsCertificateKeyFile=<certificate and key PEM> with a certificate signed by \
+                 a CA the server trusts"
+            }
+            "HandshakeFailure" | "ProtocolVersion" | "InsufficientSecurity" => {
+                "the server and this client have no TLS version or cipher suite in common \
+                 (this client speaks TLS 1.2 and 1.3)"
+            }
+            _ => return None,
+        };
+        return Some((what.to_owned(), detail));
+    }
+    for (needle, what) in [
+        (
+            "peer is incompatible: ",
+            "the server and this client have no TLS version, cipher suite or signature \
+             scheme in common (this client speaks TLS 1.2 and 1.3)",
+        ),
+        (
+            "peer sent no certificates",
+            "the server presented no certificate",
+        ),
+        (
+            "received corrupt message",
+            "the server did not answer in TLS: is this port serving TLS? (without TLS on the \
+             server, remove tls=true)",
+        ),
+    ] {
+        if let Some(i) = text.find(needle) {
+            return Some((what.to_owned(), words(i)));
+        }
+    }
+    None
+}
+
+/// rustls's `CertificateError` (its Display, after "invalid peer certificate: "), in words.
+fn certificate_problem(problem: &str) -> String {
+    let p = problem.to_ascii_lowercase();
+    let what = if p.starts_with("unknownissuer") {
+        "the server's certificate is not trusted: no CA of tlsCAFile signed it (without \
+         tlsCAFile, the driver trusts only its built-in Mozilla root list, not the system's \
+         trust store)"
+    } else if p.contains("not valid for name") || p.starts_with("notvalidforname") {
+        "the server's certificate is not valid for the host name this client connected to: \
+         connect by a name (or IP address) the certificate lists; the driver has no \
+         server-name override, and its TLS (rustls) has no tlsAllowInvalidHostnames"
+    } else if p.contains("expired") {
+        "the server's certificate has expired"
+    } else if p.contains("not valid yet") || p.starts_with("notvalidyet") {
+        "the server's certificate is not valid yet (is a clock wrong?)"
+    } else if p.starts_with("revoked") {
+        "the server's certificate was revoked"
+    } else if p.contains("extended key usage") || p.starts_with("invalidpurpose") {
+        "the server's certificate is not for TLS servers (its extended key usage)"
+    } else if p.starts_with("badsignature") || p.starts_with("unsupportedsignature") {
+        "the server's certificate has a signature that does not verify"
+    } else {
+        "the server's certificate did not verify"
+    };
+    what.to_owned()
+}
+
+/// A hint for a connection the server closed during or right after the handshake: what a
+/// TLS or mutual-TLS mismatch looks like from this side, though a server going away looks
+/// the same (so these stay transient).
+fn closed_hint(text: &str) -> &'static str {
+    if text.contains("tls handshake eof") {
+        " (the server closed the connection during the TLS handshake: a server that does \
+         not serve TLS on this port does that; if so, remove tls=true)"
+    } else if text.contains("peer closed connection without sending TLS close_notify") {
+        " (the server closed the TLS connection before answering: mongod does that when it \
+         requires a client certificate and none, or one signed by a CA it does not trust, was \
+         presented; if so, give tlsCertificateKeyFile=<certificate and key PEM>)"
+    } else if text.contains("unexpected end of file") {
+        " (the server closed the connection before answering: a server that requires TLS \
+         does that to a plaintext client; if so, add tls=true and tlsCAFile=<CA PEM>)"
+    } else {
+        ""
+    }
+}
+
 fn classify_server(f: &Facts, text: &str) -> ReadError {
     let code = f.code.unwrap_or(0);
     let lower = f.message.to_ascii_lowercase();
@@ -298,6 +442,16 @@ fn classify_server(f: &Facts, text: &str) -> ReadError {
     }
     if f.is_history_lost() {
         return ReadError::permanent(ErrorKind::PositionLost, history_lost_message(text));
+    }
+    if code == 13 && lower.contains("requires authentication") {
+        return ReadError::permanent(
+            ErrorKind::Auth,
+            format!(
+                "MongoDB requires authentication and this client gave no credentials: put \
+                 user:password@ in the URL (with authSource= the user's database, usually \
+                 admin): {text}"
+            ),
+        );
     }
     if code == 13 || code == 18 {
         return ReadError::permanent(
@@ -448,7 +602,15 @@ mod tests {
         ));
         assert!(e.is_permanent());
         assert_eq!(e.kind(), ErrorKind::Auth);
+        let e = classify_mongo_error(&command(
+            13,
+            "Unauthorized",
+            "command aggregate requires authentication",
+        ));
+        assert_eq!(e.kind(), ErrorKind::Auth);
+        assert!(e.message().contains("gave no credentials"), "{e}");
         let e = classify_mongo_error(&command(13, "Unauthorized", "not authorized on db"));
+        assert!(e.message().contains("check the user's roles"), "{e}");
         assert_eq!(
             (e.class(), e.kind()),
             (ErrorClass::Permanent, ErrorKind::Auth)
@@ -560,5 +722,98 @@ mod tests {
         let e = classify_facts(&f);
         assert_eq!(e.class(), ErrorClass::Transient);
         assert_eq!(e.retry_after(), Some(Duration::from_millis(250)));
+    }
+
+    /// The words of real failures (mongodb 3.9 with rustls 0.23 against mongod 6.0),
+    /// inside the server-selection timeout the driver reports.
+    fn selection(io_words: &str) -> Facts {
+        facts(
+            Kind::ServerSelection,
+            &format!(
+                "Server selection timeout: No available servers. Topology: {{ Type: Single, \
+                 Servers: [ {{ Address: localhost:1, Type: Unknown, Error: Kind: I/O error: \
+                 {io_words}, labels: {{\"RetryableError\"}}, source: None, server response: \
+                 None }} ] }}"
+            ),
+        )
+    }
+
+    #[test]
+    fn certificates_that_do_not_verify_are_permanent_and_say_why() {
+        for (words, says) in [
+            ("invalid peer certificate: UnknownIssuer", "is not trusted"),
+            (
+                "invalid peer certificate: certificate not valid for name \"127.0.0.2\"; \
+                 certificate is only valid for DnsName(\"localhost\"), IpAddress(127.0.0.1)",
+                "not valid for the host name",
+            ),
+            (
+                "invalid peer certificate: certificate expired: verification time 2 (UNIX), \
+                 but certificate is not valid after 1 (1 seconds ago)",
+                "has expired",
+            ),
+            ("invalid peer certificate: BadSignature", "does not verify"),
+            (
+                "received fatal alert: BadCertificate",
+                "refused this client's certificate",
+            ),
+            ("received fatal alert: HandshakeFailure", "no TLS version"),
+            (
+                "received corrupt message of type InvalidContentType",
+                "did not answer in TLS",
+            ),
+        ] {
+            let e = classify_facts(&selection(words));
+            assert_eq!(
+                (e.class(), e.kind()),
+                (ErrorClass::Permanent, ErrorKind::Tls),
+                "{words}: {e}"
+            );
+            assert!(e.message().contains(says), "{words}: {e}");
+            // The driver's words, without the topology's labels, are quoted.
+            assert!(e.message().contains(&format!("({words})")), "{e}");
+            // …the same words straight from an I/O error.
+            let e = classify_facts(&facts(Kind::Io, words));
+            assert_eq!(
+                (e.class(), e.kind()),
+                (ErrorClass::Permanent, ErrorKind::Tls)
+            );
+        }
+        // An alert that says nothing about the configuration keeps its class.
+        let e = classify_facts(&selection("received fatal alert: InternalError"));
+        assert_eq!(e.class(), ErrorClass::Transient, "{e}");
+    }
+
+    #[test]
+    fn connections_closed_in_the_handshake_stay_transient_with_a_tls_hint() {
+        for (words, hint) in [
+            ("unexpected end of file", "add tls=true"),
+            ("tls handshake eof", "remove tls=true"),
+            (
+                "peer closed connection without sending TLS close_notify: https://docs.rs/rustls",
+                "give tlsCertificateKeyFile=",
+            ),
+        ] {
+            let e = classify_facts(&selection(words));
+            assert_eq!(
+                (e.class(), e.kind()),
+                (ErrorClass::Transient, ErrorKind::Connection),
+                "{words}: {e}"
+            );
+            assert!(e.message().contains(hint), "{words}: {e}");
+        }
+        let e = classify_mongo_error(&Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(!e.message().contains("tls"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_file_is_permanent_not_a_network_error() {
+        let e = classify_mongo_error(&Error::from(std::io::ErrorKind::NotFound));
+        assert_eq!(
+            (e.class(), e.kind()),
+            (ErrorClass::Permanent, ErrorKind::Tls),
+            "{e}"
+        );
+        assert!(e.message().contains("tlsCertificateKeyFile"), "{e}");
     }
 }

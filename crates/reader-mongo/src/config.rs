@@ -264,6 +264,22 @@ impl MongoConfig {
             (None, Some(p)) => cfg.database = Some(p),
             _ => {}
         }
+        // The driver's rustls TLS has no host-name-only override; its own message would
+        // point at tlsAllowInvalidCertificates, which switches off all verification.
+        if let Some(p) = driver_params.iter().find(|p| {
+            p.split_once('=')
+                .map_or(**p, |(k, _)| k)
+                .eq_ignore_ascii_case("tlsAllowInvalidHostnames")
+        }) {
+            let key = p.split_once('=').map_or(*p, |(k, _)| k);
+            return Err(fail(format!(
+                "query parameter `{key}`: not available: the MongoDB driver's TLS (rustls) \
+                 cannot skip only the host-name check. Connect by a host name (or IP address) \
+                 the server's certificate lists; tlsAllowInvalidCertificates=true would switch \
+                 off all verification of the server's certificate, letting anyone on the \
+                 network path impersonate the server"
+            )));
+        }
         // The driver's own parse (no DNS): rejects unknown options, naming them.
         ConnectionString::parse(&cfg.url)
             .map_err(|e| fail(format!("URL {}: {}", redact_url(&cfg.url), e.kind)))?;
@@ -538,6 +554,14 @@ mod tests {
             ("mongodb://u:pw9@h/a?database=b", "database"),
             ("mongodb://u:pw9@h/?database=a&database=b", "twice"),
             ("mongodb://u:pw9@h:notaport/", "URL"),
+            (
+                "mongodb://u:pw9@h/?tls=true&tlsCertificateKeyFilePassword=pw9",
+                "tlsCertificateKeyFilePassword",
+            ),
+            (
+                "mongodb://u:pw9@h/?tls=true&tlsAllowInvalidHostnames=true",
+                "`tlsAllowInvalidHostnames`: not available",
+            ),
         ];
         for (url, part) in cases {
             let e = MongoConfig::from_url(url).unwrap_err();

@@ -30,4 +30,5 @@ mod tls;
 
 pub use proxy::FaultProxy;
 pub use server::{free_port, KafkaOpts, Kind, MongoOpts, RedisOpts, ScramUser, Server, ServerSpec};
+pub use server::{MongoAccess, MongoTls, MongoUser};
 pub use tls::{TestPki, TlsTerminator, SERVER_NAMES};

@@ -61,6 +61,12 @@ pub struct MongoOpts {
     pub port: Option<u16>,
     /// More arguments.
     pub extra_args: Vec<String>,
+    /// Serve TLS only (`--tlsMode requireTLS`); default: plaintext.
+    pub tls: Option<MongoTls>,
+    /// Access control (`--auth`, plus `--keyFile` for a replica set) with this root user,
+    /// created through the localhost exception once the replica set has a primary; default:
+    /// no access control.
+    pub auth: Option<MongoUser>,
 }
 
 impl Default for MongoOpts {
@@ -70,8 +76,82 @@ impl Default for MongoOpts {
             oplog_size_mb: 128,
             port: None,
             extra_args: Vec::new(),
+            tls: None,
+            auth: None,
         }
     }
+}
+
+/// TLS of a mongod: `--tlsMode requireTLS --tlsCertificateKeyFile server_pem --tlsCAFile ca`.
+#[derive(Clone, Debug)]
+pub struct MongoTls {
+    /// The server's certificate and key in one PEM file ([`TestPki::server_pem`]).
+    ///
+    /// [`TestPki::server_pem`]: crate::TestPki::server_pem
+    pub server_pem: PathBuf,
+    /// The CA clients' certificates must be signed by, and that clients trust.
+    pub ca: PathBuf,
+    /// `--tlsAllowConnectionsWithoutCertificates`: clients need not present a certificate
+    /// (but one they present must verify). Without it, mutual TLS is required.
+    pub allow_no_client_cert: bool,
+    /// The client certificate and key (one PEM file) the readiness probe, the writer URL of
+    /// [`ServerSpec::url`] and other testkit clients present. Needed when
+    /// `allow_no_client_cert` is false.
+    pub client_pem: Option<PathBuf>,
+}
+
+impl MongoTls {
+    /// TLS with the certificates of `pki`; clients present [`TestPki::client_pem`] (so the
+    /// probe works either way); `require_client_cert` makes mongod insist on one.
+    ///
+    /// [`TestPki::client_pem`]: crate::TestPki::client_pem
+    #[must_use]
+    pub fn from_pki(pki: &crate::TestPki, require_client_cert: bool) -> Self {
+        Self {
+            server_pem: pki.server_pem.clone(),
+            ca: pki.ca.clone(),
+            allow_no_client_cert: !require_client_cert,
+            client_pem: Some(pki.client_pem.clone()),
+        }
+    }
+}
+
+/// A MongoDB user (SCRAM-SHA-256, in `admin`). `Debug` hides the password.
+#[derive(Clone)]
+pub struct MongoUser {
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: String,
+}
+
+impl MongoUser {
+    /// A user named `user` with `password`.
+    #[must_use]
+    pub fn new(user: impl Into<String>, password: impl Into<String>) -> Self {
+        Self {
+            user: user.into(),
+            password: password.into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for MongoUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MongoUser")
+            .field("user", &self.user)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+/// How testkit's own clients reach a mongod (TLS files, the root user).
+#[derive(Clone, Debug, Default)]
+pub struct MongoAccess {
+    /// Its TLS settings, when it serves TLS only.
+    pub tls: Option<MongoTls>,
+    /// Its root user, when it runs with `--auth`.
+    pub auth: Option<MongoUser>,
 }
 
 /// Options of a tansu broker.
@@ -125,6 +205,8 @@ pub struct ServerSpec {
     pub args: Vec<String>,
     /// Whether it is a replica set that must be initiated (mongod).
     pub replica_set: bool,
+    /// How to reach a mongod with TLS or access control (default for other servers).
+    pub mongo: MongoAccess,
 }
 
 impl ServerSpec {
@@ -162,6 +244,7 @@ impl ServerSpec {
             program: paths::redis_server(),
             args,
             replica_set: false,
+            mongo: MongoAccess::default(),
         }
     }
 
@@ -190,6 +273,30 @@ impl ServerSpec {
                 opts.oplog_size_mb.to_string(),
             ]);
         }
+        if let Some(tls) = &opts.tls {
+            args.extend([
+                "--tlsMode".to_owned(),
+                "requireTLS".to_owned(),
+                "--tlsCertificateKeyFile".to_owned(),
+                tls.server_pem.display().to_string(),
+                "--tlsCAFile".to_owned(),
+                tls.ca.display().to_string(),
+            ]);
+            if tls.allow_no_client_cert {
+                args.push("--tlsAllowConnectionsWithoutCertificates".to_owned());
+            }
+        }
+        if opts.auth.is_some() {
+            args.push("--auth".to_owned());
+            if opts.replica_set {
+                // Members of a replica set with access control authenticate to each other;
+                // the file is written at spawn (see `command`).
+                args.extend([
+                    "--keyFile".to_owned(),
+                    dir.join(MONGO_KEY_FILE).display().to_string(),
+                ]);
+            }
+        }
         args.extend(opts.extra_args.iter().cloned());
         Self {
             kind: Kind::Mongo,
@@ -199,6 +306,10 @@ impl ServerSpec {
             program: paths::mongod(),
             args,
             replica_set: opts.replica_set,
+            mongo: MongoAccess {
+                tls: opts.tls.clone(),
+                auth: opts.auth.clone(),
+            },
         }
     }
 
@@ -231,6 +342,7 @@ impl ServerSpec {
             program: paths::tansu(),
             args,
             replica_set: false,
+            mongo: MongoAccess::default(),
         }
     }
 
@@ -241,14 +353,42 @@ impl ServerSpec {
     }
 
     /// The URL clients use: `redis://…`, `mongodb://…/?directConnection=true`, or the
-    /// bare `host:port` for Kafka.
+    /// bare `host:port` for Kafka. A mongod with TLS gets `&tls=true&tlsCAFile=…` (and
+    /// `&tlsCertificateKeyFile=…` when a client certificate is set), one with access control
+    /// its root user's credentials and `&authSource=admin`.
     #[must_use]
     pub fn url(&self) -> String {
         match self.kind {
             Kind::Redis => format!("redis://127.0.0.1:{}", self.port),
-            Kind::Mongo => format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port),
+            Kind::Mongo => self.mongo_url(),
             Kind::Kafka => self.host_port(),
         }
+    }
+
+    fn mongo_url(&self) -> String {
+        let userinfo = self.mongo.auth.as_ref().map_or_else(String::new, |u| {
+            format!(
+                "{}:{}@",
+                percent_encode(&u.user),
+                percent_encode(&u.password)
+            )
+        });
+        let mut url = format!(
+            "mongodb://{userinfo}127.0.0.1:{}/?directConnection=true",
+            self.port
+        );
+        if let Some(tls) = &self.mongo.tls {
+            url.push_str("&tls=true&tlsCAFile=");
+            url.push_str(&percent_encode(&tls.ca.display().to_string()));
+            if let Some(c) = &tls.client_pem {
+                url.push_str("&tlsCertificateKeyFile=");
+                url.push_str(&percent_encode(&c.display().to_string()));
+            }
+        }
+        if self.mongo.auth.is_some() {
+            url.push_str("&authSource=admin");
+        }
+        url
     }
 
     /// Start the process (not waiting for readiness). Output goes to the log file.
@@ -280,6 +420,9 @@ impl ServerSpec {
         std::fs::create_dir_all(&self.dir)?;
         if self.kind == Kind::Mongo {
             std::fs::create_dir_all(self.dir.join("db"))?;
+            if self.mongo.auth.is_some() && self.replica_set {
+                write_key_file(&self.dir.join(MONGO_KEY_FILE))?;
+            }
         }
         let log = OpenOptions::new()
             .create(true)
@@ -316,7 +459,7 @@ impl ServerSpec {
         match self.kind {
             Kind::Redis => redis_ping(self.port).await,
             Kind::Kafka => kafka_api_versions(self.port).await,
-            Kind::Mongo => mongo_ready(self.port, self.replica_set).await,
+            Kind::Mongo => mongo_ready(self.port, self.replica_set, &self.mongo).await,
         }
     }
 
@@ -413,18 +556,124 @@ async fn kafka_api_versions(port: u16) -> bool {
         .unwrap_or(false)
 }
 
-async fn mongo_ready(port: u16, replica_set: bool) -> bool {
+/// The replica-set key file's name in a mongod's directory.
+const MONGO_KEY_FILE: &str = "keyfile";
+
+/// A fresh key file (48 random hex characters, a subset of base64; mode 600, as mongod
+/// insists), unless one exists (a restart keeps it).
+fn write_key_file(path: &Path) -> io::Result<()> {
+    use std::hash::{BuildHasher, Hasher};
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.exists() {
+        return Ok(());
+    }
+    let mut key = String::new();
+    for i in 0..3_u64 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(i);
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        key.push_str(&format!("{:016x}", h.finish()));
+    }
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(key.as_bytes())
+}
+
+/// Percent-encode everything but unreserved characters (for URL user info and values).
+fn percent_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A probe client of the mongod on `port`, with its TLS settings and, when given, a user.
+async fn mongo_client(
+    port: u16,
+    access: &MongoAccess,
+    user: Option<&MongoUser>,
+) -> Option<mongodb::Client> {
+    use mongodb::options::{ClientOptions, Credential, Tls, TlsOptions};
+    let uri = format!("mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=1500&connectTimeoutMS=1500");
+    let mut opts = ClientOptions::parse(&uri).await.ok()?;
+    if let Some(tls) = &access.tls {
+        opts.tls = Some(Tls::Enabled(
+            TlsOptions::builder()
+                .ca_file_path(tls.ca.clone())
+                .cert_key_file_path(tls.client_pem.clone())
+                .build(),
+        ));
+    }
+    if let Some(u) = user {
+        opts.credential = Some(
+            Credential::builder()
+                .username(u.user.clone())
+                .password(u.password.clone())
+                .source("admin".to_owned())
+                .build(),
+        );
+    }
+    mongodb::Client::with_options(opts).ok()
+}
+
+/// Ready when the root user (if any) can log in: create it through the localhost exception
+/// when it cannot because it does not exist yet.
+async fn mongo_user_ready(
+    anonymous: &mongodb::Client,
+    port: u16,
+    access: &MongoAccess,
+) -> Option<bool> {
+    use mongodb::bson::doc;
+    let Some(user) = &access.auth else {
+        return Some(true);
+    };
+    let authed = mongo_client(port, access, Some(user)).await?;
+    let login = authed
+        .database("admin")
+        .run_command(doc! { "ping": 1 })
+        .await;
+    authed.shutdown().immediate(true).await;
+    match login {
+        Ok(_) => Some(true),
+        Err(e) if matches!(*e.kind, mongodb::error::ErrorKind::Authentication { .. }) => {
+            // No user yet: the localhost exception lets the first one be created.
+            let _ = anonymous
+                .database("admin")
+                .run_command(doc! {
+                    "createUser": &user.user,
+                    "pwd": &user.password,
+                    "roles": [ { "role": "root", "db": "admin" } ],
+                    "mechanisms": ["SCRAM-SHA-256"],
+                })
+                .await;
+            Some(false)
+        }
+        Err(_) => Some(false),
+    }
+}
+
+async fn mongo_ready(port: u16, replica_set: bool, access: &MongoAccess) -> bool {
     use mongodb::bson::doc;
     let fut = async {
-        let uri = format!("mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=1500&connectTimeoutMS=1500");
-        let client = mongodb::Client::with_uri_str(&uri).await.ok()?;
+        let client = mongo_client(port, access, None).await?;
         let admin = client.database("admin");
+        // `hello` needs no login, even with access control.
         let hello = admin.run_command(doc! { "hello": 1 }).await.ok()?;
-        if !replica_set {
-            return Some(true);
-        }
-        if hello.get_bool("isWritablePrimary").unwrap_or(false) {
-            return Some(true);
+        if !replica_set || hello.get_bool("isWritablePrimary").unwrap_or(false) {
+            return mongo_user_ready(&client, port, access).await;
         }
         if hello.get_str("setName").is_err() {
             let cfg = doc! {
