@@ -33,6 +33,11 @@ pub fn is_busygroup(e: &FredError) -> bool {
 #[must_use]
 pub fn classify_fred_error(e: &FredError, what: &str) -> ReadError {
     let (class, kind) = facts(e);
+    if kind == ErrorKind::Tls {
+        if let Some(err) = reader_core::tls::failure(what, &e.to_string()) {
+            return err;
+        }
+    }
     ReadError::new(class, kind, format!("{what}: {e}"))
 }
 
@@ -105,18 +110,7 @@ fn facts(e: &FredError) -> (ErrorClass, ErrorKind) {
 }
 
 fn is_tls_failure(details: &str) -> bool {
-    const RUSTLS: &[&str] = &[
-        "InvalidCertificate",
-        "UnknownIssuer",
-        "NotValidForName",
-        "NoCertificatesPresented",
-        "PeerIncompatible",
-        "PeerMisbehaved",
-        "InvalidMessage",
-        "AlertReceived",
-        "HandshakeFailure",
-    ];
-    RUSTLS.iter().any(|name| details.contains(name))
+    reader_core::tls::explain_failure(details).is_some()
 }
 
 #[cfg(test)]

@@ -22,13 +22,9 @@ pub(crate) fn builder(cfg: &RedisConfig) -> Result<Builder, ReadError> {
         ..Config::default()
     };
     if cfg.tls {
-        let connector = match &cfg.tls_ca {
-            Some(path) => custom_ca(path)?,
-            None => TlsConnector::default_rustls()
-                .map_err(|e| classify_fred_error(&e, "loading the system's root certificates"))?,
-        };
+        let config = cfg.tls_options.client_config("redis")?;
         c.tls = Some(TlsConfig {
-            connector,
+            connector: TlsConnector::from((*config).clone()),
             hostnames: TlsHostMapping::DefaultHost,
         });
     }
@@ -49,41 +45,6 @@ pub(crate) fn builder(cfg: &RedisConfig) -> Result<Builder, ReadError> {
     Ok(b)
 }
 
-/// A rustls connector trusting only the CA certificates of the PEM file at `path`.
-fn custom_ca(path: &std::path::Path) -> Result<TlsConnector, ReadError> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::CertificateDer;
-    let shown = path.display();
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(path).map_err(|e| {
-        ReadError::config(format!("redis: option `tls_ca`: cannot read {shown}: {e}"))
-    })?;
-    for cert in certs {
-        let cert = cert.map_err(|e| {
-            ReadError::config(format!(
-                "redis: option `tls_ca`: {shown} is not valid PEM: {e}"
-            ))
-        })?;
-        roots.add(cert).map_err(|e| {
-            ReadError::config(format!(
-                "redis: option `tls_ca`: a certificate of {shown} was refused: {e}"
-            ))
-        })?;
-    }
-    if roots.is_empty() {
-        return Err(ReadError::config(format!(
-            "redis: option `tls_ca`: {shown} holds no certificate"
-        )));
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ReadError::config(format!("redis: TLS set-up: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(TlsConnector::from(config))
-}
-
 /// Connect `client`, bounded; the handle ends when the connection does.
 pub(crate) async fn connect<C: ClientLike>(
     client: &C,
@@ -91,20 +52,33 @@ pub(crate) async fn connect<C: ClientLike>(
     what: &str,
 ) -> Result<ConnectHandle, ReadError> {
     let bound = cfg.connect_timeout * 2 + Duration::from_secs(1);
-    match tokio::time::timeout(bound, client.init()).await {
-        Ok(Ok(handle)) => Ok(handle),
-        Ok(Err(e)) => Err(classify_fred_error(
+    let e = match tokio::time::timeout(bound, client.init()).await {
+        Ok(Ok(handle)) => return Ok(handle),
+        Ok(Err(e)) => classify_fred_error(
             &e,
             &format!("connecting {what} to {}:{}", cfg.host, cfg.port),
-        )),
-        Err(_) => Err(ReadError::transient(
+        ),
+        Err(_) => ReadError::transient(
             ErrorKind::Timeout,
             format!(
                 "connecting {what} to {}:{} took longer than {bound:?}",
                 cfg.host, cfg.port
             ),
-        )),
+        ),
+    };
+    // A plaintext port reads the TLS ClientHello as an unfinished inline command and
+    // never answers: the likely cause of a TLS connect timeout, worth saying.
+    if cfg.tls && e.kind() == ErrorKind::Timeout {
+        return Err(ReadError::new(
+            e.class(),
+            e.kind(),
+            format!(
+                "{} (a plaintext port never answers a TLS handshake: check the port and rediss://)",
+                e.message()
+            ),
+        ));
     }
+    Err(e)
 }
 
 /// Quit within a second, then make sure the connection task is gone.

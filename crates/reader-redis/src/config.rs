@@ -30,13 +30,15 @@
 //!   command_timeout_ms=N   every command except the blocking read (default 5000)
 //!   tls_ca=PATH            rediss:// only: trust the CA certificates of this PEM file
 //!                          instead of the system's roots
+//!   tls_cert=PATH&tls_key=PATH   rediss:// only: a client certificate (mutual TLS,
+//!                          `tls-auth-clients yes`)
+//!   tls_server_name=NAME   rediss:// only: verify the certificate for NAME, not the host
 //! ```
 //!
 //! `rediss://` uses TLS (rustls with the system's root certificates). A URL has either
 //! `stream` or `channel`/`pattern`, never both. Query values are percent-decoded (`+` is a
 //! space). Errors name the wrong part and never contain the password.
 
-use std::fmt;
 use std::time::Duration;
 
 use reader_core::{ReadError, StreamId};
@@ -154,8 +156,9 @@ pub struct RedisConfig {
     pub connect_timeout: Duration,
     /// Bound of every command but the blocking read.
     pub command_timeout: Duration,
-    /// With TLS: a PEM file of CA certificates to trust instead of the system's roots.
-    pub tls_ca: Option<std::path::PathBuf>,
+    /// With TLS: what to trust and how to identify (CA file, client certificate, server
+    /// name override); see [`reader_core::tls`].
+    pub tls_options: reader_core::tls::TlsOptions,
     /// What is read.
     pub mode: Mode,
 }
@@ -218,7 +221,7 @@ impl RedisConfig {
                 db: None,
                 connect_timeout: Duration::from_secs(5),
                 command_timeout: Duration::from_secs(5),
-                tls_ca: None,
+                tls_options: reader_core::tls::TlsOptions::default(),
                 mode: Mode::PubSub(PubSubConfig::default()),
             },
             streams: None,
@@ -321,7 +324,11 @@ impl RedisConfig {
                 "command_timeout_ms" => {
                     b = b.command_timeout(Duration::from_millis(number(k, v)?));
                 }
-                "tls_ca" => b = b.tls_ca(v),
+                "tls_ca" | "tls_cert" | "tls_key" | "tls_server_name" => {
+                    b.cfg.tls_options.set_url_option(k, v).map_err(|e| {
+                        ReadError::config(format!("redis URL {shown}: {}", e.message()))
+                    })?;
+                }
                 other => {
                     return Err(ReadError::config(format!(
                         "redis URL {shown}: unknown query parameter `{other}`"
@@ -446,11 +453,12 @@ impl RedisConfig {
                 "redis: option `connect_timeout` must be more than 0 (a dead server would hang)",
             ));
         }
-        if self.tls_ca.is_some() && !self.tls {
+        if self.tls_options.is_set() && !self.tls {
             return Err(ReadError::config(
-                "redis: option `tls_ca` needs TLS (rediss://)",
+                "redis: options `tls_ca`/`tls_cert`/`tls_key`/`tls_server_name` need TLS (rediss://); `tls_ca` needs TLS",
             ));
         }
+        self.tls_options.validate("redis")?;
         if self.command_timeout.is_zero() {
             return Err(ReadError::config(
                 "redis: option `command_timeout` must be more than 0 (a dead server would hang)",
@@ -591,7 +599,12 @@ impl RedisConfigBuilder {
     }
     /// Trust the CA certificates of this PEM file (TLS) instead of the system's roots.
     pub fn tls_ca(mut self, path: impl Into<std::path::PathBuf>) -> Self {
-        self.cfg.tls_ca = Some(path.into());
+        self.cfg.tls_options.ca_file = Some(path.into());
+        self
+    }
+    /// All TLS options at once (CA file, client certificate and key, server name).
+    pub fn tls_options(mut self, options: reader_core::tls::TlsOptions) -> Self {
+        self.cfg.tls_options = options;
         self
     }
     /// Read these stream keys in consumer group `group` (at-least-once).
