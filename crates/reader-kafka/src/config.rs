@@ -15,7 +15,7 @@
 //! kafka://USER:PASSWORD@host:port/topic?sasl=plain|scram-sha-256|scram-sha-512&…   SASL
 //! ```
 //!
-//! TLS: `tls=true` encrypts every connection (bootstrap, data, group coordinator), verifying
+//! TLS: `tls=true` (or the scheme `kafka+ssl://`) encrypts every connection (bootstrap, data, group coordinator), verifying
 //! the brokers against the system's roots or `tls_ca`; `tls_cert`/`tls_key` add a client
 //! certificate (mutual TLS); see [`reader_core::tls`]. SASL: user and password come from the
 //! URL's user information (percent-encoded), the mechanism from `sasl`; both are needed.
@@ -288,12 +288,19 @@ impl KafkaConfig {
     /// # Errors
     /// A configuration error naming the offending URL part or option.
     pub fn from_url(url: &str) -> Result<Self, ReadError> {
-        let rest = url.strip_prefix("kafka://").ok_or_else(|| {
-            ReadError::config(format!(
-                "URL scheme: expected kafka://host:port/topic, got {:?}",
+        let (rest, tls_scheme) = if let Some(r) = url.strip_prefix("kafka://") {
+            (r, false)
+        } else if let Some(r) = url
+            .strip_prefix("kafka+ssl://")
+            .or_else(|| url.strip_prefix("kafka+tls://"))
+        {
+            (r, true)
+        } else {
+            return Err(ReadError::config(format!(
+                "URL scheme: expected kafka://host:port/topic (or kafka+ssl:// for TLS), got {:?}",
                 redact(url)
-            ))
-        })?;
+            )));
+        };
         let (before_query, query) = match rest.split_once('?') {
             Some((a, q)) => (a, Some(q)),
             None => (rest, None),
@@ -425,6 +432,14 @@ impl KafkaConfig {
                     )))
                 }
             }
+        }
+        if tls_scheme {
+            if tls_on == Some(false) {
+                return Err(ReadError::config(
+                    "option `tls=false` contradicts the kafka+ssl:// scheme",
+                ));
+            }
+            tls_on = Some(true);
         }
         match (tls_on, tls.is_set()) {
             (Some(true), _) => cfg.tls = Some(tls),

@@ -384,4 +384,7 @@ fn tls_and_sasl_url_options_are_checked() {
     assert_eq!(s.password.expose(), "p:w");
     assert_eq!(s.mechanism, SaslMechanism::ScramSha512);
     assert!(c.tls.is_some());
+    let c = KafkaConfig::from_url("kafka+ssl://h:9093/t?tls_ca=/ca.pem").unwrap();
+    assert!(c.tls.is_some_and(|t| t.ca_file.is_some()));
+    bad("kafka+ssl://h:9093/t?tls=false", "contradicts");
 }

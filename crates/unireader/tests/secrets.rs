@@ -6,7 +6,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use testkit::{shared, RedisOpts, Server};
+use testkit::{shared, KafkaOpts, RedisOpts, ScramUser, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
@@ -14,9 +14,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_unireader");
 const GOOD: &str = "Sup3r-s3cret-pw";
 const BAD: &str = "Wr0ng-s3cret-pw";
 const MONGO_PW: &str = "M0ng0-s3cret-pw";
+const KAFKA_PW: &str = "K4fka-s3cret-pw";
+const KAFKA_BAD: &str = "K4fka-wr0ng-pw";
 
 fn assert_clean(what: &str, text: &str) {
-    for secret in [GOOD, BAD, MONGO_PW] {
+    for secret in [GOOD, BAD, MONGO_PW, KAFKA_PW, KAFKA_BAD] {
         assert!(!text.contains(secret), "{what} contains a secret:\n{text}");
     }
 }
@@ -150,4 +152,56 @@ async fn no_password_appears_in_anything_a_run_produces() {
         "the error names the source:\n{stderr}"
     );
     assert_clean("tail stderr (wrong password)", &stderr);
+}
+
+#[tokio::test]
+async fn no_kafka_sasl_password_appears_in_check_output_or_trace_logs() {
+    let kafka = Server::kafka(KafkaOpts {
+        authentication: true,
+        scram_users: vec![ScramUser {
+            name: "reader".into(),
+            password: KAFKA_PW.into(),
+            mechanism: "scram512",
+        }],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let url = |pw: &str| {
+        format!(
+            "kafka://reader:{pw}@{}/orders?group=g&sasl=scram-sha-512",
+            kafka.host_port()
+        )
+    };
+    for u in [url(KAFKA_PW), url(KAFKA_BAD)] {
+        let c = unireader::connector_from_url(&u).unwrap();
+        assert_clean("Debug of a Kafka connector", &format!("{c:?}"));
+        assert_clean("describe", &reader_core::Connector::describe(&c));
+    }
+    // The right password logs in (the topic does not exist: `check` reports that); the
+    // wrong one is refused. Both at trace level, through rskafka's and our own logins.
+    for (pw, what) in [(KAFKA_PW, "right"), (KAFKA_BAD, "wrong")] {
+        let out = Command::new(BIN)
+            .env("RUST_LOG", "trace")
+            .args(["check", &url(pw)])
+            .output()
+            .await
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(!out.status.success(), "{what}: {stdout}");
+        assert!(
+            stderr.contains("TRACE") || stderr.contains("DEBUG"),
+            "{what}: trace logging was on:\n{stderr}"
+        );
+        if what == "wrong" {
+            assert!(stdout.contains("SASL authentication failed"), "{stdout}");
+        } else {
+            assert!(stdout.contains("does not exist"), "{stdout}");
+        }
+        assert_clean("kafka check stdout", &stdout);
+        assert_clean("kafka check stderr", &stderr);
+    }
 }
