@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use mongodb::bson::{Document, Timestamp};
 use mongodb::options::{ConnectionString, FullDocumentBeforeChangeType, FullDocumentType};
-use reader_core::ReadError;
+use reader_core::{ReadError, Secret};
 
 use crate::redact::{redact_url, Redactor};
 use crate::token;
@@ -85,6 +85,20 @@ impl fmt::Display for WatchTarget<'_> {
     }
 }
 
+/// SCRAM credentials given apart from the URL (from a secret store, a mounted file), so the
+/// connection string can be logged and shared. The driver negotiates the mechanism
+/// (SCRAM-SHA-256 where the server has it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MongoCredentials {
+    /// The user name.
+    pub username: String,
+    /// The password (prints as `***`).
+    pub password: Secret,
+    /// The database that holds the user (`authSource`; default: the driver's, `admin` for
+    /// SCRAM, unless the URL sets `authSource`).
+    pub auth_source: Option<String>,
+}
+
 /// Settings of a MongoDB change-stream reader. Build one with [`MongoConfig::new`] or
 /// [`MongoConfig::from_url`]; every field has a documented default.
 ///
@@ -126,6 +140,9 @@ pub struct MongoConfig {
     /// The most any single command of this crate may take once a server was selected:
     /// opening the change stream, a ping, a checkpoint load or save (default 10 s).
     pub op_timeout: Duration,
+    /// Credentials given apart from the URL (default none: the URL's, if any). A URL with
+    /// user information and these together is a configuration error.
+    pub credentials: Option<MongoCredentials>,
 }
 
 impl fmt::Debug for MongoConfig {
@@ -148,6 +165,7 @@ impl fmt::Debug for MongoConfig {
             .field("server_selection_timeout", &self.server_selection_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("op_timeout", &self.op_timeout)
+            .field("credentials", &self.credentials)
             .finish()
     }
 }
@@ -184,7 +202,31 @@ impl MongoConfig {
             server_selection_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             op_timeout: Duration::from_secs(10),
+            credentials: None,
         }
+    }
+
+    /// Log in as `username` with `password` (see [`MongoCredentials`]), keeping the secret
+    /// out of the URL.
+    ///
+    /// ```
+    /// let cfg = reader_mongo::MongoConfig::from_url("mongodb://db.internal/shop?collection=orders")
+    ///     .unwrap()
+    ///     .with_credentials("reader", "from-a-secret-store");
+    /// assert!(!format!("{cfg:?}").contains("from-a-secret-store"));
+    /// ```
+    #[must_use]
+    pub fn with_credentials(
+        mut self,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        self.credentials = Some(MongoCredentials {
+            username: username.into(),
+            password: Secret::new(password.into()),
+            auth_source: None,
+        });
+        self
     }
 
     /// Parse a URL: a normal MongoDB connection string plus this crate's query parameters,
@@ -348,6 +390,19 @@ impl MongoConfig {
     /// # Errors
     /// A configuration error naming the offending option.
     pub fn validate(&self) -> Result<(), ReadError> {
+        if let Some(c) = &self.credentials {
+            if c.username.is_empty() {
+                return Err(ReadError::config("credentials: the user name is empty"));
+            }
+            let authority = self.url.split_once("://").map_or("", |(_, rest)| {
+                &rest[..rest.find(['/', '?']).unwrap_or(rest.len())]
+            });
+            if authority.contains('@') {
+                return Err(ReadError::config(
+                    "credentials are given both in the URL and separately: keep one",
+                ));
+            }
+        }
         if self.collection.is_some() && self.database.is_none() {
             return Err(ReadError::config(
                 "option `collection` needs a database: give `database=DB` or put it in the URL path",

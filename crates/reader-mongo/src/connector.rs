@@ -118,7 +118,11 @@ impl MongoConnector {
     /// A configuration error when the settings do not fit together.
     pub fn new(config: MongoConfig) -> Result<Self, ReadError> {
         config.validate()?;
-        let redactor = Arc::new(Redactor::for_url(&config.url));
+        let mut redactor = Redactor::for_url(&config.url);
+        if let Some(c) = &config.credentials {
+            redactor = redactor.with_secret(c.password.expose());
+        }
+        let redactor = Arc::new(redactor);
         Ok(Self {
             cfg: Arc::new(config),
             redactor,
@@ -160,6 +164,20 @@ impl MongoConnector {
                 ))
             }
         };
+        if let Some(cr) = &c.credentials {
+            let source = cr.auth_source.clone().or_else(|| {
+                opts.credential
+                    .as_ref()
+                    .and_then(|existing| existing.source.clone())
+            });
+            opts.credential = Some(
+                mongodb::options::Credential::builder()
+                    .username(cr.username.clone())
+                    .password(cr.password.expose().to_owned())
+                    .source(source)
+                    .build(),
+            );
+        }
         opts.server_selection_timeout
             .get_or_insert(c.server_selection_timeout);
         opts.connect_timeout.get_or_insert(c.connect_timeout);

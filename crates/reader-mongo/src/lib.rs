@@ -125,7 +125,9 @@ mod store;
 pub mod token;
 
 pub use classify::{classify_mongo_error, is_history_lost, RESUMABLE_CHANGE_STREAM_ERROR};
-pub use config::{MongoConfig, OnHistoryLost, PayloadFormat, StartAt, WatchTarget};
+pub use config::{
+    MongoConfig, MongoCredentials, OnHistoryLost, PayloadFormat, StartAt, WatchTarget,
+};
 pub use connector::MongoConnector;
 pub use dlq::FullDocument;
 pub use reader::MongoReader;

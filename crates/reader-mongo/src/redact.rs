@@ -60,6 +60,19 @@ impl Redactor {
         Self { secrets }
     }
 
+    /// Also hide `secret` (a password given apart from the URL), raw and percent-encoded.
+    #[must_use]
+    pub fn with_secret(mut self, secret: &str) -> Self {
+        if secret.chars().count() >= 4 {
+            self.secrets.push(secret.to_owned());
+            let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+            self.secrets.push(encoded);
+            self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+            self.secrets.dedup();
+        }
+        self
+    }
+
     /// `text` with every secret replaced by `***`.
     #[must_use]
     pub fn apply(&self, text: &str) -> String {

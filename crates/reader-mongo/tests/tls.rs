@@ -566,3 +566,79 @@ async fn a_killed_and_restarted_tls_server_is_healed_with_a_new_handshake_and_lo
          {sessions} session attempts, server back in {restarted:?}, all read {healed:?} after the kill"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_given_apart_from_the_url_log_in_and_a_wrong_one_is_refused() {
+    let pki = TestPki::generate().unwrap();
+    let srv = tls_mongod(&pki, false).await;
+    let host = format!("localhost:{}", srv.port());
+    let db = "unireader_test";
+    let coll = unique("sep_creds");
+    let bare = url(
+        "",
+        &host,
+        db,
+        &coll,
+        &format!("&tls=true&tlsCAFile={}&authSource=admin", path(&pki.ca)),
+    );
+    let w = writer(&srv.url()).await;
+    let connector = MongoConnector::new(
+        reader_mongo::MongoConfig::from_url(&bare)
+            .unwrap()
+            .with_credentials(USER, PASSWORD),
+    )
+    .unwrap();
+    assert!(!format!("{connector:?}").contains(PASSWORD));
+    let r = reader_of(
+        connector,
+        &unique("sep_ok"),
+        Arc::new(MemoryCheckpointStore::new()),
+        |_| {},
+    );
+    let mut s = r.read(CancellationToken::new());
+    until_ready(&r).await;
+    insert_ids(&w, db, &coll, 0..5).await;
+    for want in 0..5 {
+        let d = next(&mut s).await.expect("stream ended").expect("delivery");
+        assert_eq!(id_of(&d), want);
+        d.ack();
+    }
+    let _ = r.close().await;
+
+    let wrong = "separately-wr0ng-pw";
+    let connector = MongoConnector::new(
+        reader_mongo::MongoConfig::from_url(&bare)
+            .unwrap()
+            .with_credentials(USER, wrong),
+    )
+    .unwrap();
+    let r = reader_of(
+        connector,
+        &unique("sep_bad"),
+        Arc::new(MemoryCheckpointStore::new()),
+        |_| {},
+    );
+    let mut s = r.read(CancellationToken::new());
+    let e = next(&mut s)
+        .await
+        .expect("an error item")
+        .expect_err("must fail");
+    assert_eq!(
+        (e.class(), e.kind()),
+        (ErrorClass::Permanent, ErrorKind::Auth),
+        "{e}"
+    );
+    let shown = format!("{e} {e:?} {:?}", r.health());
+    assert!(!shown.contains(wrong), "{shown}");
+    let _ = r.close().await;
+
+    // Both in the URL and apart: refused before connecting.
+    let both = reader_mongo::MongoConfig::from_url(&url(&good_user(), &host, db, &coll, ""))
+        .unwrap()
+        .with_credentials(USER, PASSWORD);
+    let e = MongoConnector::new(both).unwrap_err();
+    assert!(
+        e.to_string().contains("both in the URL and separately"),
+        "{e}"
+    );
+}
