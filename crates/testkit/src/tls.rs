@@ -27,8 +27,9 @@ fn other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
-/// PEM files in a fresh directory; see the module docs.
-#[derive(Debug, Clone)]
+/// PEM files in a fresh directory; see the module docs. Dropping it removes the directory
+/// (unless `UNIREADER_KEEP_TEST_DATA` is set): keep it alive as long as a server uses it.
+#[derive(Debug)]
 pub struct TestPki {
     /// The directory holding every file.
     pub dir: PathBuf,
@@ -163,6 +164,14 @@ impl TestPki {
         Ok(Arc::new(
             builder.with_single_cert(certs, key).map_err(other)?,
         ))
+    }
+}
+
+impl Drop for TestPki {
+    fn drop(&mut self) {
+        if std::env::var_os("UNIREADER_KEEP_TEST_DATA").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
