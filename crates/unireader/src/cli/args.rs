@@ -12,6 +12,10 @@ use clap::{Parser, Subcommand, ValueEnum};
   redis://host:port?channel=a,b&pattern=news.*                 Redis Pub/Sub (at-most-once)
   mongodb://host:port/DB?collection=C                          MongoDB change stream
   kafka://host:port/TOPIC?group=G                              Kafka consumer group
+TLS and logins:
+  rediss://user:pass@host:port?...&tls_ca=CA.pem[&tls_cert=C.pem&tls_key=K.pem]
+  mongodb://user:pass@host/DB?authSource=admin&tls=true&tlsCAFile=CA.pem&collection=C
+  kafka://user:pass@host:port/TOPIC?group=G&sasl=scram-sha-512&tls=true&tls_ca=CA.pem
 Each backend's full grammar is in its crate docs (reader-redis, reader-mongo, reader-kafka).
 
 Examples:
