@@ -170,6 +170,30 @@ impl fmt::Debug for MongoConfig {
     }
 }
 
+/// Every `%` in the user name and password must start a `%XX` escape. The driver (3.9)
+/// checks this by slicing the string two bytes after each `%`, which panics when a
+/// multi-byte character follows (found by the `source_urls` fuzzer): refuse it here first.
+pub(crate) fn check_userinfo_escapes(url: &str) -> Result<(), ReadError> {
+    let Some((_, rest)) = url.split_once("://") else {
+        return Ok(());
+    };
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let Some((userinfo, _)) = authority.rsplit_once('@') else {
+        return Ok(());
+    };
+    let b = userinfo.as_bytes();
+    for (i, _) in userinfo.match_indices('%') {
+        let ok = b.len() >= i + 3 && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit();
+        if !ok {
+            return Err(ReadError::config(
+                "URL credentials: a `%` in the user name or password must start a %XX escape \
+                 (percent-encode special characters)",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Query parameters of this crate (the rest go to the driver).
 const OWN_PARAMS: &[&str] = &[
     "database",
@@ -323,6 +347,7 @@ impl MongoConfig {
             )));
         }
         // The driver's own parse (no DNS): rejects unknown options, naming them.
+        check_userinfo_escapes(&cfg.url)?;
         ConnectionString::parse(&cfg.url)
             .map_err(|e| fail(format!("URL {}: {}", redact_url(&cfg.url), e.kind)))?;
         cfg.validate()?;
@@ -390,6 +415,7 @@ impl MongoConfig {
     /// # Errors
     /// A configuration error naming the offending option.
     pub fn validate(&self) -> Result<(), ReadError> {
+        check_userinfo_escapes(&self.url)?;
         if let Some(c) = &self.credentials {
             if c.username.is_empty() {
                 return Err(ReadError::config("credentials: the user name is empty"));
@@ -633,5 +659,22 @@ mod tests {
         assert_eq!(percent_decode("a%20b+c").unwrap(), "a b+c");
         assert!(percent_decode("%zz").is_err());
         assert!(percent_decode("%2").is_err());
+    }
+
+    #[test]
+    fn a_bad_escape_in_the_credentials_is_an_error_not_a_driver_panic() {
+        // The fuzzer's input: `%` followed by a two-byte character.
+        for url in [
+            "mongodb://0:%1\u{570}zre@h/db?collection=c",
+            "mongodb://u:pw%@h/db?collection=c",
+            "mongodb://u%zz:pw@h/db?collection=c",
+        ] {
+            let e = MongoConfig::from_url(url).unwrap_err().to_string();
+            assert!(e.contains("%XX escape"), "{url}: {e}");
+            assert!(!e.contains("zre") && !e.contains("pw"), "{e}");
+            let e = MongoConfig::new(url).validate().unwrap_err().to_string();
+            assert!(e.contains("%XX escape"), "{e}");
+        }
+        MongoConfig::from_url("mongodb://u:p%40ss@h/db?collection=c").unwrap();
     }
 }

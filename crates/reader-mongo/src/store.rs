@@ -67,6 +67,7 @@ impl MongoCheckpointStore {
     /// When the URL is invalid (configuration error) or an `mongodb+srv` lookup fails.
     pub async fn connect(url: &str, database: &str, collection: &str) -> Result<Self, ReadError> {
         let redactor = Redactor::for_url(url);
+        crate::config::check_userinfo_escapes(url)?;
         let parsed = tokio::time::timeout(Duration::from_secs(15), ClientOptions::parse(url)).await;
         let mut opts = match parsed {
             Ok(Ok(o)) => o,
