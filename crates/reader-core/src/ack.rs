@@ -66,6 +66,9 @@ pub(crate) struct AckState {
     pub(crate) ready_notify: Notify,
     /// Woken when the window shrank (an ack arrived or lanes were reset).
     pub(crate) window_notify: Notify,
+    /// Woken when the committer should not wait out `commit_interval` (see
+    /// [`Self::nudge_commit`]).
+    pub(crate) flush_notify: Notify,
     /// Deliveries so far of each position not acknowledged yet, across sessions (for
     /// backends that keep no delivery counter).
     attempts: Mutex<HashMap<Position, u32>>,
@@ -82,6 +85,7 @@ impl AckState {
             inner: Mutex::new(Inner::default()),
             ready_notify: Notify::new(),
             window_notify: Notify::new(),
+            flush_notify: Notify::new(),
             attempts: Mutex::new(HashMap::new()),
         })
     }
@@ -287,6 +291,18 @@ impl AckState {
         self.window_notify.notify_waiters();
     }
 
+    /// Individual mode: acknowledged positions stay in the fetch window until their commit
+    /// succeeds ([`Self::held`]), so a fast consumer fills the window with acknowledged
+    /// entries and fetching would stall until the next `commit_interval`. Once they take
+    /// half of `max_unacked`, wake the committer now.
+    pub(crate) fn nudge_commit(&self, max_unacked: usize) {
+        if self.order == CommitOrder::Individual
+            && self.lock().ready.len() >= (max_unacked / 2).max(1)
+        {
+            self.flush_notify.notify_one();
+        }
+    }
+
     /// What is committable now, left in place.
     pub(crate) fn ready_snapshot(&self) -> Vec<Position> {
         self.lock().ready.clone()
@@ -416,6 +432,29 @@ mod tests {
         let taken = a.take_ready();
         a.committed(taken.len());
         assert_eq!(a.held(), 1, "committed: out of the window");
+    }
+
+    #[tokio::test]
+    async fn a_half_full_window_of_acked_positions_wakes_the_committer_in_individual_mode() {
+        for order in [CommitOrder::Individual, CommitOrder::Contiguous] {
+            let a = AckState::new(order);
+            let ps: Vec<Position> = (1..=4).map(|i| p(0, i)).collect();
+            let t = a.register(&ps.iter().collect::<Vec<_>>());
+            a.ack(t[0].unwrap());
+            a.nudge_commit(8);
+            let early = futures::FutureExt::now_or_never(a.flush_notify.notified());
+            assert!(early.is_none(), "{order:?}: 1 acked of a window of 8");
+            a.ack(t[1].unwrap());
+            a.ack(t[2].unwrap());
+            a.ack(t[3].unwrap());
+            a.nudge_commit(8);
+            let nudged = futures::FutureExt::now_or_never(a.flush_notify.notified()).is_some();
+            assert_eq!(
+                nudged,
+                order == CommitOrder::Individual,
+                "{order:?}: 4 acked of 8"
+            );
+        }
     }
 
     #[test]

@@ -511,10 +511,12 @@ async fn run_committer<C: Connector>(sh: Arc<Shared<C>>, run: CancellationToken)
             () = run.cancelled() => return,
             () = sh.acks.ready_notify.notified() => {}
         }
-        // Let acknowledgements gather into one commit.
+        // Let acknowledgements gather into one commit, unless they already fill half of
+        // the fetch window (Individual mode: see `AckState::nudge_commit`).
         tokio::select! {
             biased;
             () = run.cancelled() => return,
+            () = sh.acks.flush_notify.notified() => {}
             () = tokio::time::sleep(sh.config.commit_interval) => {}
         }
         if commit_ready(&sh).await.is_err() && sh.acks.has_ready() {
@@ -700,11 +702,13 @@ async fn fetch_loop<C: Connector>(
             },
         };
         // …and room in the unacknowledged window.
+        sh.acks.nudge_commit(cfg.max_unacked);
         while sh.acks.held() >= cfg.max_unacked {
             let notified = sh.acks.window_notify.notified();
             if sh.acks.held() < cfg.max_unacked {
                 break;
             }
+            sh.acks.nudge_commit(cfg.max_unacked);
             tokio::select! {
                 biased;
                 () = run.cancelled() => return Exit::Cancelled,

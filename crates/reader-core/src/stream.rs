@@ -12,6 +12,9 @@ use crate::error::ReadError;
 use crate::message::Delivery;
 use crate::typed::TypedStream;
 
+/// How often a lingering batch looks at the buffer.
+const LINGER_POLL: Duration = Duration::from_millis(1);
+
 /// The deliveries of a [`DataReader`](crate::DataReader). A `futures::Stream` of
 /// `Result<Delivery, ReadError>`; also offers single and batch reads.
 pub struct ReadStream {
@@ -68,7 +71,9 @@ impl ReadStream {
 
     /// Batch mode: up to `max` deliveries, waiting at most `linger` after the first one
     /// for the batch to fill. `None` once the stream ended. An error ends the batch before
-    /// it and is returned by the next call.
+    /// it and is returned by the next call. While it waits, the buffer is looked at every
+    /// millisecond, so a batch that fills during the linger returns within about 1 ms
+    /// of filling.
     pub async fn recv_batch(
         &mut self,
         max: usize,
@@ -81,26 +86,18 @@ impl ReadStream {
         let mut batch = Vec::with_capacity(max.clamp(1, 4096));
         batch.push(first);
         let deadline = tokio::time::Instant::now() + linger;
-        while batch.len() < max {
-            if self.try_take(&mut batch) {
-                continue;
-            }
-            if self.pending_error.is_some() || linger.is_zero() {
+        while batch.len() < max && self.try_take(&mut batch) {}
+        // Linger by looking at the buffer every LINGER_POLL, not by waking up for each
+        // delivery that trickles in: the fetch task sends one at a time, and a wake-up per
+        // delivery (a task switch, often across threads) cost batch mode ~1 CPU s per
+        // million more than stream mode.
+        while batch.len() < max && self.pending_error.is_none() && !linger.is_zero() {
+            let now = tokio::time::Instant::now();
+            if now >= deadline || (self.rx.is_closed() && self.rx.is_empty()) {
                 break;
             }
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(Ok(d))) => {
-                    if self.auto_ack {
-                        d.ack();
-                    }
-                    batch.push(d);
-                }
-                Ok(Some(Err(e))) => {
-                    self.pending_error = Some(e);
-                    break;
-                }
-                Ok(None) | Err(_) => break,
-            }
+            tokio::time::sleep_until(deadline.min(now + LINGER_POLL)).await;
+            while batch.len() < max && self.try_take(&mut batch) {}
         }
         Some(Ok(batch))
     }

@@ -3,10 +3,11 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use mongodb::bson::{Bson, RawBsonRef, RawDocument, RawDocumentBuf};
+use mongodb::bson::{RawBsonRef, RawDocument, RawDocumentBuf};
 use reader_core::{ErrorKind, Message, Position, ReadError};
 
 use crate::config::PayloadFormat;
+use crate::extjson;
 
 /// What one raw change event turned into.
 pub(crate) enum Converted {
@@ -17,7 +18,7 @@ pub(crate) enum Converted {
     Invalidate(Bytes),
 }
 
-fn decode_error(what: &str, e: impl std::fmt::Display) -> ReadError {
+pub(crate) fn decode_error(what: &str, e: impl std::fmt::Display) -> ReadError {
     ReadError::permanent(
         ErrorKind::Decode,
         format!("a change event could not be decoded ({what}): {e}"),
@@ -26,12 +27,13 @@ fn decode_error(what: &str, e: impl std::fmt::Display) -> ReadError {
 
 /// Relaxed Extended JSON of one BSON value.
 fn json_of(value: RawBsonRef<'_>) -> Result<Vec<u8>, ReadError> {
-    let bson = Bson::try_from(value.to_raw_bson()).map_err(|e| decode_error("a value", e))?;
-    serde_json::to_vec(&bson.into_relaxed_extjson()).map_err(|e| decode_error("JSON", e))
+    let mut out = Vec::with_capacity(32);
+    extjson::write_value(value, &mut out)?;
+    Ok(out)
 }
 
-fn namespace(ev: &RawDocument) -> Option<String> {
-    let ns = ev.get_document("ns").ok()?;
+fn namespace(ns: Option<&RawDocument>) -> Option<String> {
+    let ns = ns?;
     let db = ns.get_str("db").ok()?;
     Some(match ns.get_str("coll") {
         Ok(coll) => format!("{db}.{coll}"),
@@ -39,50 +41,89 @@ fn namespace(ev: &RawDocument) -> Option<String> {
     })
 }
 
+/// The top-level fields `convert` reads, found in one pass over the event (each of
+/// `RawDocument::get_*` would scan it from the start). The first occurrence of a key wins,
+/// as with `get`; a malformed element ends the search (the JSON conversion reports it).
+#[derive(Default)]
+struct Fields<'a> {
+    id: Option<RawBsonRef<'a>>,
+    op: Option<RawBsonRef<'a>>,
+    cluster_time: Option<RawBsonRef<'a>>,
+    wall_time: Option<RawBsonRef<'a>>,
+    ns: Option<RawBsonRef<'a>>,
+    document_key: Option<RawBsonRef<'a>>,
+}
+
+impl<'a> Fields<'a> {
+    fn of(ev: &'a RawDocument) -> Self {
+        let mut f = Fields::default();
+        for item in ev {
+            let Ok((k, v)) = item else { break };
+            let slot = match k {
+                "_id" => &mut f.id,
+                "operationType" => &mut f.op,
+                "clusterTime" => &mut f.cluster_time,
+                "wallTime" => &mut f.wall_time,
+                "ns" => &mut f.ns,
+                "documentKey" => &mut f.document_key,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(v);
+            }
+        }
+        f
+    }
+}
+
 /// Convert one change event. Headers: `operationType` and `ns` (`db.coll`, or `db` for
 /// database-level events); key: `documentKey._id` as relaxed Extended JSON; timestamp:
 /// `wallTime` when the server sends it (6.0+), else the cluster time's seconds.
 pub(crate) fn convert(ev: RawDocumentBuf, payload: PayloadFormat) -> Result<Converted, ReadError> {
+    let f = Fields::of(&ev);
     let token =
-        match ev.get_document("_id") {
-            Ok(id) => Bytes::copy_from_slice(id.as_bytes()),
-            Err(_) => return Err(ReadError::permanent(
+        match f.id.and_then(|v| v.as_document()) {
+            Some(id) => Bytes::copy_from_slice(id.as_bytes()),
+            None => return Err(ReadError::permanent(
                 ErrorKind::Config,
                 "a change event had no `_id` document (its resume token): the pipeline must not \
                  remove or change `_id`",
             )),
         };
-    let op = ev.get_str("operationType").unwrap_or("unknown").to_owned();
+    let op =
+        f.op.and_then(|v| v.as_str())
+            .unwrap_or("unknown")
+            .to_owned();
     if op == "invalidate" {
         return Ok(Converted::Invalidate(token));
     }
-    let cluster_time = ev.get_timestamp("clusterTime").ok();
-    let timestamp = match ev.get_datetime("wallTime") {
-        Ok(dt) => Some(dt.to_system_time()),
-        Err(_) => {
+    let cluster_time = f.cluster_time.and_then(|v| v.as_timestamp());
+    let timestamp = match f.wall_time.and_then(|v| v.as_datetime()) {
+        Some(dt) => Some(dt.to_system_time()),
+        None => {
             cluster_time.map(|ts| SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(ts.time)))
         }
     };
-    let key = match ev
-        .get_document("documentKey")
-        .ok()
+    let key = match f
+        .document_key
+        .and_then(|v| v.as_document())
         .and_then(|d| d.get("_id").ok().flatten())
     {
         Some(id) => Some(Bytes::from(json_of(id)?)),
         None => None,
     };
+    let ns = namespace(f.ns.and_then(|v| v.as_document()));
     let mut headers = vec![("operationType".to_owned(), Bytes::from(op))];
-    if let Some(ns) = namespace(&ev) {
+    if let Some(ns) = ns {
         headers.push(("ns".to_owned(), Bytes::from(ns)));
     }
     let body = match payload {
         PayloadFormat::Bson => Bytes::from(ev.into_bytes()),
         PayloadFormat::RelaxedJson => {
-            let doc = ev.to_document().map_err(|e| decode_error("document", e))?;
-            Bytes::from(
-                serde_json::to_vec(&Bson::Document(doc).into_relaxed_extjson())
-                    .map_err(|e| decode_error("JSON", e))?,
-            )
+            // Binary grows by a third in base64, and keys and punctuation add some more.
+            let mut out = Vec::with_capacity(ev.as_bytes().len() * 3 / 2 + 64);
+            extjson::write_document(&ev, &mut out)?;
+            Bytes::from(out)
         }
     };
     Ok(Converted::Event(Message {

@@ -119,6 +119,7 @@ mod config;
 mod connector;
 mod dlq;
 mod event;
+mod extjson;
 mod reader;
 mod redact;
 mod store;
