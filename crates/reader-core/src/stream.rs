@@ -92,15 +92,17 @@ impl ReadStream {
         // delivery (a task switch, often across threads) cost batch mode ~1 CPU s per
         // million more than stream mode.
         //
-        // With nothing buffered the wait is for the next delivery itself, so an idle or
-        // trickling source costs one wake-up per delivery, never one per millisecond of a
-        // long linger.
+        // A poll that found nothing turns the wait into one for the next delivery itself,
+        // so an idle or trickling source costs one wake-up per delivery, never one per
+        // millisecond of a long linger.
+        let mut idle = false;
         while batch.len() < max && self.pending_error.is_none() && !linger.is_zero() {
-            let now = tokio::time::Instant::now();
-            if now >= deadline || (self.rx.is_closed() && self.rx.is_empty()) {
+            if tokio::time::Instant::now() >= deadline
+                || (self.rx.is_closed() && self.rx.is_empty())
+            {
                 break;
             }
-            if self.rx.is_empty() {
+            if idle {
                 match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                     Ok(Some(Ok(d))) => {
                         if self.auto_ack {
@@ -114,11 +116,15 @@ impl ReadStream {
                     }
                     Ok(None) | Err(_) => break,
                 }
+                if batch.len() >= max {
+                    break;
+                }
             }
-            // Deliveries are flowing: let more gather before looking again.
             let now = tokio::time::Instant::now();
             tokio::time::sleep_until(deadline.min(now + LINGER_POLL)).await;
+            let before = batch.len();
             while batch.len() < max && self.try_take(&mut batch) {}
+            idle = batch.len() == before;
         }
         Some(Ok(batch))
     }
