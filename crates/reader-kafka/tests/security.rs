@@ -192,18 +192,7 @@ async fn a_reader_without_login_is_refused() {
     let s = r.read(CancellationToken::new());
     // The failure is transient (a closed connection looks the same as a broker going away),
     // so it is retried; what the reader reports says what to check.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let last = loop {
-        if let Some(e) = r.health().last_error {
-            break e;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no failed attempt within 30 s"
-        );
-        // No event marks a failed attempt inside one outage: poll the health snapshot.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let last = testkit::readers::first_error(&r, Duration::from_secs(30)).await;
     assert!(last.message.contains("requires SASL"), "{}", last.message);
     assert_ne!(r.state(), ConnState::Ready);
     drop(s);
@@ -307,15 +296,7 @@ async fn tls_with_scram_reads_and_certificate_problems_are_permanent_and_explain
     cfg.request_timeout = Duration::from_millis(500);
     let r = reader(cfg, "plaintext-port", |_| {});
     let s = r.read(CancellationToken::new());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let last = loop {
-        if let Some(e) = r.health().last_error {
-            break e;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no failed attempt");
-        // No event marks a failed attempt inside one outage: poll the health snapshot.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let last = testkit::readers::first_error(&r, Duration::from_secs(20)).await;
     assert!(
         last.message.contains("plaintext listener"),
         "{}",

@@ -201,15 +201,7 @@ async fn mutual_tls_with_acl_users_reads_and_every_refusal_is_permanent_and_expl
     let url = format!("{url}&connect_timeout_ms=300");
     let r = reader(&url, "tls-to-plaintext", |_| {});
     let s = r.read(CancellationToken::new());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let last = loop {
-        if let Some(e) = r.health().last_error {
-            break e;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no failed attempt");
-        // No event marks a failed attempt inside one outage: poll the health snapshot.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let last = testkit::readers::first_error(&r, Duration::from_secs(20)).await;
     assert_eq!(last.class, ErrorClass::Transient, "{}", last.message);
     assert!(last.message.contains("plaintext port"), "{}", last.message);
     drop(s);

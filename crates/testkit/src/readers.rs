@@ -53,3 +53,22 @@ pub async fn event_of(
     .await
     .unwrap_or_else(|_| panic!("no {kind:?} event within {within:?}"))
 }
+
+/// The first error the reader records in its health (a failed attempt inside an outage,
+/// which no event marks), polled every 50 ms.
+pub async fn first_error<C: Connector>(
+    reader: &DataReader<C>,
+    within: Duration,
+) -> reader_core::LastError {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(e) = reader.health().last_error {
+            return e;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reader recorded no error within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
