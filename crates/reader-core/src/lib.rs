@@ -73,6 +73,7 @@ mod stream;
 pub mod testing;
 #[cfg(feature = "tls")]
 pub mod tls;
+mod tls_problem;
 mod typed;
 pub mod urltext;
 
@@ -93,6 +94,7 @@ pub use retry::{RetryContext, RetryDecision, RetryPolicy, RetrySchedule};
 pub use secret::Secret;
 pub use state::{ConnState, IllegalTransition, StateMachine, Transition};
 pub use stream::ReadStream;
+pub use tls_problem::{tls_problem, TlsProblem};
 pub use typed::{DecodeError, TypedDelivery, TypedStream};
 
 /// Re-exported so users need not depend on tokio-util for the token.

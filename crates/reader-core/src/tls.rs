@@ -284,54 +284,26 @@ impl ServerCertVerifier for NameOverride {
 }
 
 /// If `text` (an error's message chain) reports a failed TLS handshake, what failed, in
-/// words that point at the option to change. `None`: not a TLS failure.
+/// words that point at the option to change (recognised by [`crate::tls_problem`]).
+/// `None`: not a TLS failure.
 #[must_use]
 pub fn explain_failure(text: &str) -> Option<&'static str> {
-    const RULES: &[(&[&str], &str)] = &[
-        (
-            &["UnknownIssuer", "unknown issuer"],
-            "the server's certificate is not signed by a CA this reader trusts (give its CA with `tls_ca`)",
-        ),
-        (
-            &["NotValidForName", "not valid for name"],
-            "the server's certificate is not valid for the name connected to (connect by a name it names, or set `tls_server_name`)",
-        ),
-        (
-            &["Expired", "expired"],
-            "the server's certificate has expired",
-        ),
-        (&["NotValidYet"], "the server's certificate is not valid yet"),
-        (&["Revoked"], "the server's certificate is revoked"),
-        (
-            &["BadSignature", "InvalidSignatureForPublicKey"],
-            "the server's certificate has a bad signature",
-        ),
-        (
-            &["CertificateRequired", "NoCertificatesPresented"],
-            "the server requires a client certificate (set `tls_cert` and `tls_key`)",
-        ),
-        (
-            &["UnknownCA", "BadCertificate", "UnsupportedCertificate", "AccessDenied"],
-            "the server refused the client certificate",
-        ),
-        (
-            &["InvalidContentType", "CorruptMessage", "InvalidMessage"],
-            "the server did not answer in TLS (is this a plaintext port?)",
-        ),
-        (
-            &["HandshakeFailure", "PeerIncompatible", "ProtocolVersion"],
-            "the TLS handshake failed: no protocol version or cipher suite both sides accept",
-        ),
-        (
-            &["InvalidCertificate", "invalid peer certificate"],
-            "the server's certificate did not verify",
-        ),
-        (&["PeerMisbehaved", "AlertReceived", "received fatal alert"], "the TLS handshake failed"),
-    ];
-    RULES
-        .iter()
-        .find(|(needles, _)| needles.iter().any(|n| text.contains(n)))
-        .map(|(_, why)| *why)
+    use crate::TlsProblem::*;
+    crate::tls_problem(text).map(|p| match p {
+        Untrusted => "the server's certificate is not signed by a CA this reader trusts (give its CA with `tls_ca`)",
+        WrongName => "the server's certificate is not valid for the name connected to (connect by a name it names, or set `tls_server_name`)",
+        Expired => "the server's certificate has expired",
+        NotValidYet => "the server's certificate is not valid yet",
+        Revoked => "the server's certificate is revoked",
+        BadSignature => "the server's certificate has a bad signature",
+        WrongPurpose => "the server's certificate is not for TLS servers (its extended key usage)",
+        CertificateOther => "the server's certificate did not verify",
+        ClientCertificateRequired => "the server requires a client certificate (set `tls_cert` and `tls_key`)",
+        ClientCertificateRefused => "the server refused the client certificate",
+        NotTls => "the server did not answer in TLS (is this a plaintext port?)",
+        NoCommonProtocol => "the TLS handshake failed: no protocol version or cipher suite both sides accept",
+        Handshake => "the TLS handshake failed",
+    })
 }
 
 /// A Permanent [`ErrorKind::Tls`] error for `context` when `text` reports a TLS failure

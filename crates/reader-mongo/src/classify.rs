@@ -320,92 +320,57 @@ pub(crate) fn classify_facts(f: &Facts) -> ReadError {
 
 /// What the driver's text (rustls's words, inside an I/O, pool-cleared or server-selection
 /// error) says about a TLS handshake that can never succeed as configured: `(what it means,
-/// the driver's words)`. `None` for anything else.
+/// the driver's words)`. `None` for anything else. Recognition is core's
+/// ([`reader_core::tls_problem`]); the words here name the driver's `tls*` options.
 fn tls_refusal(text: &str) -> Option<(String, String)> {
-    const CERT: &str = "invalid peer certificate: ";
-    const ALERT: &str = "received fatal alert: ";
-    // rustls's words end where the driver's topology description continues.
-    let words = |from: usize| {
-        let rest = &text[from..];
-        rest[..rest.find(", labels:").unwrap_or(rest.len())].to_owned()
-    };
-    if let Some(i) = text.find(CERT) {
-        let detail = words(i);
-        let problem = &detail[CERT.len()..];
-        return Some((certificate_problem(problem), detail));
-    }
-    if let Some(i) = text.find(ALERT) {
-        let detail = words(i);
-        let alert = detail[ALERT.len()..].trim();
-        let what = match alert {
-            "BadCertificate"
-            | "UnknownCA"
-            | "CertificateRequired"
-            | "CertificateUnknown"
-            | "UnsupportedCertificate"
-            | "CertificateExpired"
-            | "CertificateRevoked"
-            | "AccessDenied" => {
-                "the server refused this client's certificate (or its absence): give \
-                 tlsCertificateKeyFile=<certificate and key PEM> with a certificate signed by \
-                 a CA the server trusts"
-            }
-            "HandshakeFailure" | "ProtocolVersion" | "InsufficientSecurity" => {
-                "the server and this client have no TLS version or cipher suite in common \
-                 (this client speaks TLS 1.2 and 1.3)"
-            }
-            _ => return None,
-        };
-        return Some((what.to_owned(), detail));
-    }
-    for (needle, what) in [
-        (
-            "peer is incompatible: ",
-            "the server and this client have no TLS version, cipher suite or signature \
-             scheme in common (this client speaks TLS 1.2 and 1.3)",
-        ),
-        (
-            "peer sent no certificates",
-            "the server presented no certificate",
-        ),
-        (
-            "received corrupt message",
-            "the server did not answer in TLS: is this port serving TLS? (without TLS on the \
-             server, remove tls=true)",
-        ),
-    ] {
-        if let Some(i) = text.find(needle) {
-            return Some((what.to_owned(), words(i)));
+    use reader_core::TlsProblem::*;
+    let what = match reader_core::tls_problem(text)? {
+        Untrusted => {
+            "the server's certificate is not trusted: no CA of tlsCAFile signed it (without \
+             tlsCAFile, the driver trusts only its built-in Mozilla root list, not the system's \
+             trust store)"
         }
-    }
-    None
-}
-
-/// rustls's `CertificateError` (its Display, after "invalid peer certificate: "), in words.
-fn certificate_problem(problem: &str) -> String {
-    let p = problem.to_ascii_lowercase();
-    let what = if p.starts_with("unknownissuer") {
-        "the server's certificate is not trusted: no CA of tlsCAFile signed it (without \
-         tlsCAFile, the driver trusts only its built-in Mozilla root list, not the system's \
-         trust store)"
-    } else if p.contains("not valid for name") || p.starts_with("notvalidforname") {
-        "the server's certificate is not valid for the host name this client connected to: \
-         connect by a name (or IP address) the certificate lists; the driver has no \
-         server-name override, and its TLS (rustls) has no tlsAllowInvalidHostnames"
-    } else if p.contains("expired") {
-        "the server's certificate has expired"
-    } else if p.contains("not valid yet") || p.starts_with("notvalidyet") {
-        "the server's certificate is not valid yet (is a clock wrong?)"
-    } else if p.starts_with("revoked") {
-        "the server's certificate was revoked"
-    } else if p.contains("extended key usage") || p.starts_with("invalidpurpose") {
-        "the server's certificate is not for TLS servers (its extended key usage)"
-    } else if p.starts_with("badsignature") || p.starts_with("unsupportedsignature") {
-        "the server's certificate has a signature that does not verify"
-    } else {
-        "the server's certificate did not verify"
+        WrongName => {
+            "the server's certificate is not valid for the host name this client connected to: \
+             connect by a name (or IP address) the certificate lists; the driver has no \
+             server-name override, and its TLS (rustls) has no tlsAllowInvalidHostnames"
+        }
+        Expired => "the server's certificate has expired",
+        NotValidYet => "the server's certificate is not valid yet (is a clock wrong?)",
+        Revoked => "the server's certificate was revoked",
+        WrongPurpose => "the server's certificate is not for TLS servers (its extended key usage)",
+        BadSignature => "the server's certificate has a signature that does not verify",
+        CertificateOther => "the server's certificate did not verify",
+        ClientCertificateRequired | ClientCertificateRefused => {
+            "the server refused this client's certificate (or its absence): give \
+             tlsCertificateKeyFile=<certificate and key PEM> with a certificate signed by \
+             a CA the server trusts"
+        }
+        NoCommonProtocol => {
+            "the server and this client have no TLS version, cipher suite or signature \
+             scheme in common (this client speaks TLS 1.2 and 1.3)"
+        }
+        NotTls => {
+            "the server did not answer in TLS: is this port serving TLS? (without TLS on the \
+             server, remove tls=true)"
+        }
+        // Another fatal alert: not known to be one that retrying cannot mend.
+        Handshake => return None,
     };
-    what.to_owned()
+    // The driver's words: rustls's, up to where the driver's topology description goes on.
+    let from = [
+        "invalid peer certificate: ",
+        "received fatal alert: ",
+        "peer is incompatible",
+        "received corrupt message",
+    ]
+    .iter()
+    .filter_map(|n| text.find(n))
+    .min()
+    .unwrap_or(0);
+    let rest = &text[from..];
+    let detail = rest[..rest.find(", labels:").unwrap_or(rest.len())].to_owned();
+    Some((what.to_owned(), detail))
 }
 
 /// A hint for a connection the server closed during or right after the handshake: what a
